@@ -1,0 +1,58 @@
+"""A circuit breaker for Redis: after a failure, reads skip Redis for a while.
+
+A down or slow Redis must not cost every request a socket timeout. The breaker opens on a
+failure; after `retry_after` it lets a single request probe Redis (the others still skip
+it) and closes when that probe succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("api.redis")
+
+
+class RedisBreaker:
+    """Decides per request whether to use Redis; counts failures and bypassed reads."""
+
+    def __init__(self, retry_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_after = retry_after
+        self._clock = clock
+        self._open_until = 0.0
+        self._tripped = False
+        self.failures = 0
+        self.bypassed = 0
+
+    @property
+    def state(self) -> str:
+        return "open" if self._tripped else "closed"
+
+    def allow(self) -> bool:
+        """May this request use Redis? While open, counts the ones that may not."""
+        now = self._clock()
+        if now < self._open_until:
+            self.bypassed += 1
+            return False
+        if self._tripped:
+            # Half-open: this request probes; everyone else keeps skipping until it reports.
+            self._open_until = now + self.retry_after
+        return True
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if not self._tripped:
+            log.warning(
+                "redis unavailable, serving from postgresql (retry in %.1fs): %r",
+                self.retry_after,
+                exc,
+            )
+        self._tripped = True
+        self._open_until = self._clock() + self.retry_after
+
+    def succeeded(self) -> None:
+        if self._tripped:
+            log.info("redis is back")
+        self._tripped = False
+        self._open_until = 0.0

@@ -1,0 +1,114 @@
+"""Cache-aside reads: Redis first; on a miss one fenced fill per key, from PostgreSQL.
+
+- Inside one process, concurrent misses of a key share one fill (a future per key).
+- Across processes, a short Redis lease lets one reader fill; the others poll briefly for
+  the value (or for the lease, should the leader's fill be fenced out) and then read
+  PostgreSQL themselves without storing.
+- The fill stores only if no invalidation moved the key's fence since before the SELECT
+  (mescache.store), so a reader can never put back a row the listener just invalidated.
+- Any Redis failure trips the breaker and the read is served from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from api.breaker import RedisBreaker
+from mescache.keys import CacheKey
+from mescache.store import FillTicket, RedisStore
+
+log = logging.getLogger("api.cache")
+
+Loader = Callable[[], Awaitable[bytes]]
+
+_POLL = 0.01  # how often waiters look for the leader's value, s
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    body: bytes
+    hit: bool
+
+
+class ReadThrough:
+    """Serves a key from Redis, or fills it from a loader under a lease and a fence."""
+
+    def __init__(self, store: RedisStore, breaker: RedisBreaker, lease: float, wait: float) -> None:
+        self.store = store
+        self.breaker = breaker
+        self.lease = lease
+        self.wait = wait
+        self._inflight: dict[str, asyncio.Future[Read]] = {}
+
+    async def get(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+        if not self.breaker.allow():
+            return Read(await load(), hit=False)
+        try:
+            value = await self.store.get(key)
+        except RedisError as exc:
+            self.breaker.failed(exc)
+            return Read(await load(), hit=False)
+        self.breaker.succeeded()
+        if value is not None:
+            return Read(value, hit=True)
+        shared = self._inflight.get(key.name)
+        if shared is not None:
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                if not shared.cancelled():
+                    raise  # this request itself was cancelled
+                # The leading request went away (client gone): fill on our own.
+                return await self._fill(key, ttl, load)
+        future: asyncio.Future[Read] = asyncio.get_running_loop().create_future()
+        self._inflight[key.name] = future
+        try:
+            result = await self._fill(key, ttl, load)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[key.name]
+
+    async def _fill(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+        token = secrets.token_hex(8)
+        try:
+            ticket = await self._lead_or_wait(key, token)
+        except RedisError as exc:
+            self.breaker.failed(exc)
+            return Read(await load(), hit=False)
+        if ticket.value is not None:
+            return Read(ticket.value, hit=True)
+        body = await load()
+        if ticket.leased:
+            try:
+                stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
+            except RedisError as exc:
+                self.breaker.failed(exc)
+            else:
+                if not stored:
+                    log.debug("fill fenced out by an invalidation key=%s", key.name)
+        return Read(body, hit=False)
+
+    async def _lead_or_wait(self, key: CacheKey, token: str) -> FillTicket:
+        """Take the lease, or wait for its holder's value; after `wait`, go it alone."""
+        deadline = time.monotonic() + self.wait
+        while True:
+            ticket = await self.store.begin_fill(key, self.lease, token)
+            if ticket.value is not None or ticket.leased or time.monotonic() >= deadline:
+                return ticket
+            await asyncio.sleep(_POLL)

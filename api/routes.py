@@ -1,0 +1,179 @@
+"""The HTTP endpoints. Reads go through the cache; writes go to PostgreSQL only.
+
+A hit answers with the bytes Redis holds, untouched; `X-Cache` says hit or miss.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.context import Ctx
+from mescache import reads
+from mescache.errors import OrderNotFound
+from mescache.orders import (
+    ALLOWED_FROM,
+    Order,
+    OrderList,
+    OrderPage,
+    Status,
+    dump_order,
+)
+from mescache.queries import query
+
+router = APIRouter()
+
+
+class NewOrder(BaseModel):
+    """A client's order; the price is computed from the model and the material."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(min_length=1, max_length=200)
+    model_id: int = Field(ge=1)
+    material_id: int = Field(ge=1)
+    quantity: int = Field(default=1, ge=1, le=10_000)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="print parameters: size, engraving, ..."
+    )
+
+
+class StatusChange(BaseModel):
+    """The status to move an order to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status
+
+
+def _json(body: bytes, hit: bool | None = None, status_code: int = 200) -> Response:
+    headers = {} if hit is None else {"X-Cache": "hit" if hit else "miss"}
+    return Response(body, status_code, headers, media_type="application/json")
+
+
+@router.get("/healthz", tags=["ops"])
+async def healthz(ctx: Ctx) -> dict[str, object]:
+    """200 once the process serves; also tells whether Redis is being bypassed."""
+    return {
+        "status": "ok",
+        "redis": ctx.breaker.state,
+        "redis_failures": ctx.breaker.failures,
+        "reads_without_redis": ctx.breaker.bypassed,
+    }
+
+
+@router.get("/orders/dashboard", response_model=OrderList, tags=["orders"])
+async def dashboard(ctx: Ctx) -> Response:
+    """Orders that are new or in progress (key `orders:dashboard`)."""
+    read = await ctx.cache.get(
+        ctx.keys.dashboard(), ctx.settings.ttl_dashboard, lambda: reads.dashboard_json(ctx.pool)
+    )
+    return _json(read.body, read.hit)
+
+
+@router.get("/orders/new", response_model=OrderList, tags=["orders"])
+async def newest(ctx: Ctx) -> Response:
+    """The newest orders with status `new` (key `orders:new`, short TTL)."""
+    limit = ctx.settings.new_orders_limit
+    read = await ctx.cache.get(
+        ctx.keys.new_orders(), ctx.settings.ttl_new, lambda: reads.newest_json(ctx.pool, limit)
+    )
+    return _json(read.body, read.hit)
+
+
+@router.get("/orders", response_model=OrderPage, tags=["orders"])
+async def by_status(
+    ctx: Ctx,
+    status: Status,
+    limit: Annotated[int | None, Query(ge=1, description="page size")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=1, description="next_cursor of the previous page")
+    ] = None,
+) -> Response:
+    """One status's orders, newest first, a page at a time; every page is cached."""
+    page_size = limit or ctx.settings.page_limit_default
+    if page_size > ctx.settings.page_limit_max:
+        raise HTTPException(422, f"limit must be at most {ctx.settings.page_limit_max}")
+    read = await ctx.cache.get(
+        ctx.keys.status_page(status, cursor, page_size),
+        ctx.settings.ttl_status,
+        lambda: reads.status_page_json(ctx.pool, status, cursor, page_size),
+    )
+    return _json(read.body, read.hit)
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=Order,
+    tags=["orders"],
+    responses={404: {"description": "no such order"}},
+)
+async def one_order(ctx: Ctx, order_id: int) -> Response:
+    """One order (key `order:{id}`); also answers a client's status query."""
+    try:
+        read = await ctx.cache.get(
+            ctx.keys.order(order_id),
+            ctx.settings.ttl_order,
+            lambda: reads.order_json(ctx.pool, order_id),
+        )
+    except OrderNotFound:
+        raise HTTPException(404, f"order {order_id} not found") from None
+    return _json(read.body, read.hit)
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=Order,
+    tags=["orders"],
+    responses={422: {"description": "unknown model or material, or a malformed body"}},
+)
+async def place_order(ctx: Ctx, order: NewOrder) -> Response:
+    """A client places an order; it starts as `new`. The cache is left to the listener."""
+    params = order.model_dump()
+    async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("place_order"), {**params, "params": Jsonb(order.params)})
+        row = await cur.fetchone()
+        if row is None:
+            await cur.execute(query("catalogue_has"), params)
+            found = await cur.fetchone()
+            missing = [
+                f"{what} {params[f'{what}_id']}"
+                for what in ("model", "material")
+                if found is not None and not found[what]
+            ]
+            raise HTTPException(422, f"unknown {' and '.join(missing)}")
+    return _json(dump_order(cast(Order, row)), status_code=201)
+
+
+@router.patch(
+    "/orders/{order_id}",
+    response_model=Order,
+    tags=["orders"],
+    responses={
+        404: {"description": "no such order"},
+        409: {"description": "the move is not allowed from the order's current status"},
+    },
+)
+async def change_status(ctx: Ctx, order_id: int, change: StatusChange) -> Response:
+    """Move an order along new → in_progress → done, or cancel it while not done."""
+    target = change.status
+    async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            query("move_status"),
+            {"id": order_id, "to": target, "allowed_from": list(ALLOWED_FROM[target])},
+        )
+        row = await cur.fetchone()
+        if row is None:
+            await cur.execute(query("status_of"), {"id": order_id})
+            current = await cur.fetchone()
+            if current is None:
+                raise HTTPException(404, f"order {order_id} not found")
+            raise HTTPException(
+                409, f"order {order_id} is {current['status']}: cannot move it to {target}"
+            )
+    return _json(dump_order(cast(Order, row)))

@@ -1,0 +1,1 @@
+"""The listener daemon: follows PostgreSQL's change stream and keeps Redis right."""

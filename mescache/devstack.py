@@ -1,0 +1,302 @@
+"""Private, throwaway PostgreSQL and Redis servers for `make run` and the test suite.
+
+They live under a git-ignored folder on free ports and never touch the machine's own
+services. PostgreSQL runs with wal_level=logical so the listener can take a slot. As root
+the PostgreSQL binaries run as the ``postgres`` user (initdb and postgres refuse root).
+Where the binaries are missing and we are root on Debian, they are installed with apt-get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from mescache.demo import load_demo_data
+from mescache.migrate import apply_migrations
+
+
+class StackError(RuntimeError):
+    """A private server could not be provided."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _pg_bindir() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def ensure_binaries() -> tuple[Path, str]:
+    """PostgreSQL's bin folder and redis-server's path, installing them if we can."""
+    bindir, redis = _pg_bindir(), shutil.which("redis-server")
+    if (bindir is None or redis is None) and _is_root() and shutil.which("apt-get"):
+        print("stack: installing postgresql and redis-server with apt-get", file=sys.stderr)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "postgresql", "redis-server"], check=True, env=env
+        )
+        bindir, redis = _pg_bindir(), shutil.which("redis-server")
+    if bindir is None or redis is None:
+        missing = "PostgreSQL server binaries" if bindir is None else "redis-server"
+        raise StackError(f"{missing} not found; install them or set DATABASE_URL and REDIS_URL")
+    return bindir, redis
+
+
+def _wait_port(port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise StackError(f"{what} did not listen on port {port} within {timeout:.0f}s")
+
+
+@dataclass
+class PostgresServer:
+    """One private PostgreSQL cluster: initdb'd once, started and stopped at will."""
+
+    datadir: Path
+    bindir: Path
+    port: int = field(default_factory=free_port)
+
+    def _as_owner(self, *args: str) -> list[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        return ["runuser", "-u", "postgres", "--", *cmd] if _is_root() else cmd
+
+    def init(self) -> None:
+        if self.datadir.exists():
+            shutil.rmtree(self.datadir)
+        self.datadir.mkdir(parents=True)
+        if _is_root():
+            shutil.chown(self.datadir, "postgres", "postgres")
+        subprocess.run(
+            self._as_owner(
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",
+            "wal_level": "logical",
+            "max_replication_slots": "64",
+            "max_wal_senders": "64",
+            "max_connections": "300",
+            "fsync": "off",  # a throwaway server: durability across OS crashes is not needed
+            "full_page_writes": "off",
+            "log_min_messages": "warning",
+        }
+        with open(self.datadir / "postgresql.conf", "a", encoding="utf-8") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+
+    def start(self) -> None:
+        log = self.datadir / "server.log"
+        subprocess.run(
+            self._as_owner(
+                "pg_ctl",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port}",
+                "start",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, 30, "postgres", None)
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            subprocess.run(
+                self._as_owner("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop"),
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            extra = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{extra}')
+        return self.url(name)
+
+
+@dataclass
+class RedisServer:
+    """One private redis-server process, nothing persisted."""
+
+    workdir: Path
+    binary: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        _wait_port(self.port, 15, "redis-server", self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+def _serve(env: dict[str, str]) -> int:
+    """Run the API and the listener until one exits or we are told to stop."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "api.main"], env=env),
+    ]
+    if Path(__file__).resolve().parent.parent.joinpath("cdc_listener", "cli.py").exists():
+        procs.append(subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=env))
+    stopping = False
+
+    def stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while not stopping and all(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        else:
+            code = code or (p.returncode or 0)
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(15)
+        if p.poll() is None:
+            p.kill()
+    return code
+
+
+def run(stack_dir: Path, demo: bool | None) -> int:
+    """`make run`: servers (private unless DATABASE_URL/REDIS_URL), schema, data, processes."""
+    env = dict(os.environ)
+    pg: PostgresServer | None = None
+    redis: RedisServer | None = None
+    try:
+        if not env.get("DATABASE_URL") or not env.get("REDIS_URL"):
+            bindir, redis_bin = ensure_binaries()
+            if not env.get("DATABASE_URL"):
+                pg = PostgresServer(stack_dir / "pg", bindir)
+                pg.init()
+                pg.start()
+                env["DATABASE_URL"] = pg.create_database("mes")
+                demo = True if demo is None else demo
+                print(f"stack: private PostgreSQL on 127.0.0.1:{pg.port}", file=sys.stderr)
+            if not env.get("REDIS_URL"):
+                redis = RedisServer(stack_dir / "redis", redis_bin)
+                redis.start()
+                env["REDIS_URL"] = redis.url()
+                print(f"stack: private Redis on 127.0.0.1:{redis.port}", file=sys.stderr)
+        applied = apply_migrations(env["DATABASE_URL"])
+        print(f"stack: migrations applied: {', '.join(applied) or 'none needed'}", file=sys.stderr)
+        if demo:
+            print("stack: loading demo data (100,000 orders)", file=sys.stderr)
+            load_demo_data(env["DATABASE_URL"])
+        return _serve(env)
+    finally:
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the whole stack with demo data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="servers, migrations, demo data, API and listener")
+    run_p.add_argument("--stack-dir", type=Path, default=Path(".stack"))
+    group = run_p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--demo",
+        dest="demo",
+        action="store_true",
+        default=None,
+        help="load demo data even into DATABASE_URL",
+    )
+    group.add_argument("--no-demo", dest="demo", action="store_false")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.stack_dir.resolve(), args.demo)
+    except (StackError, subprocess.CalledProcessError, psycopg.Error) as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

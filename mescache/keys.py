@@ -1,0 +1,83 @@
+"""The key schema: every cache key name is spelled here and nowhere else.
+
+Default names (no prefix): ``orders:dashboard``, ``orders:new``, ``orders:status:{status}``
+(a tag set listing the cached pages of one status), ``orders:status:{status}:page:...``,
+``order:{id}``; price keys will register in the tag sets ``price:model:{id}`` and
+``price:material:{id}``.
+
+Every cached value has a *fence*: a counter that each invalidation or refresh increments.
+A fill reads the fence before its SELECT and stores only if the fence did not move (see
+mescache.store). Pages of a status share their family's fence, so one invalidation fences
+out a page fill that has not registered in the tag set yet. A *lease* key lets one reader
+per key fill it while the others wait (stampede control).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mescache.orders import STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    """A cached value's name with the companions the store's scripts need."""
+
+    name: str
+    fence: str
+    lease: str
+    tag: str | None = None  # the family's tag set the key registers in, if any
+
+
+@dataclass(frozen=True, slots=True)
+class KeySchema:
+    """Builds key names under an optional prefix."""
+
+    prefix: str = ""
+
+    def _key(self, name: str, family: str | None = None) -> CacheKey:
+        full = self.prefix + name
+        fenced_by = self.prefix + family if family is not None else full
+        return CacheKey(
+            name=full,
+            fence=f"{fenced_by}#fence",
+            lease=f"{full}#lease",
+            tag=self.prefix + family if family is not None else None,
+        )
+
+    def dashboard(self) -> CacheKey:
+        return self._key("orders:dashboard")
+
+    def new_orders(self) -> CacheKey:
+        return self._key("orders:new")
+
+    def order(self, order_id: int) -> CacheKey:
+        return self._key(f"order:{order_id}")
+
+    def status_family(self, status: str) -> str:
+        """The tag set naming every cached page of one status."""
+        return f"{self.prefix}orders:status:{status}"
+
+    def status_page(self, status: str, cursor: int | None, limit: int) -> CacheKey:
+        family = f"orders:status:{status}"
+        start = "first" if cursor is None else str(cursor)
+        return self._key(f"{family}:page:{start}:{limit}", family=family)
+
+    def family_fence(self, family: str) -> str:
+        """The fence of a tag-set family, given the family's full name."""
+        return f"{family}#fence"
+
+    def price_family_of_model(self, model_id: int) -> str:
+        """The tag set of every cached price computed with one model."""
+        return f"{self.prefix}price:model:{model_id}"
+
+    def price_family_of_material(self, material_id: int) -> str:
+        """The tag set of every cached price computed with one material."""
+        return f"{self.prefix}price:material:{material_id}"
+
+    def all_status_families(self) -> list[str]:
+        return [self.status_family(s) for s in STATUSES]
+
+    def namespace_pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace (for a flush)."""
+        return f"{self.prefix}*" if self.prefix else "*"

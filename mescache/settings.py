@@ -1,0 +1,37 @@
+"""Settings both processes read from the environment (pydantic-settings).
+
+Each process builds its own settings object once, in main() or the app's lifespan, and
+passes it down: nothing here is a module-level instance.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CacheSettings(BaseSettings):
+    """What the API and the listener must agree on: the servers, the key names, the TTLs."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    database_url: str = Field(description="PostgreSQL connection string (libpq URL or DSN)")
+    redis_url: str = Field(description="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    key_prefix: str = Field(default="", description="Prepended to every cache key")
+
+    ttl_dashboard: float = Field(default=60.0, gt=0, description="orders:dashboard TTL, s")
+    ttl_new: float = Field(default=10.0, gt=0, description="orders:new TTL, s")
+    ttl_status: float = Field(default=60.0, gt=0, description="orders:status pages TTL, s")
+    ttl_order: float = Field(default=300.0, gt=0, description="order:{id} TTL, s")
+    new_orders_limit: int = Field(default=50, ge=1, le=1000, description="size of orders:new")
+
+    redis_timeout: float = Field(
+        default=0.25, gt=0, description="socket timeout for Redis calls, s; a slow Redis is down"
+    )
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad or missing environment variable, for a CLI message."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+    )

@@ -1,0 +1,154 @@
+"""The fenced Redis store: cache-aside fills that cannot store stale data, and the
+idempotent invalidations and refreshes the listener sends.
+
+Every operation is one Lua script, so each is atomic on the server:
+
+- ``begin_fill``: the value if present; otherwise the key's fence and, for one caller at a
+  time, a short lease to fill it (the others wait: stampede control).
+- ``finish_fill``: stores only if the fence still holds the value read before the SELECT,
+  so an invalidation that landed during the SELECT wins (the stale-set race).
+- ``invalidate`` / ``invalidate_family``: delete and move the fence.
+- ``refresh``: write a value the listener computed, move the fence so no older fill can
+  overwrite it, and, for values carrying a commit position, refuse an older position.
+
+All listener-side scripts are idempotent: replaying them (at-least-once delivery) leaves
+the same state or moves a counter that only serves as a fence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from mescache.keys import CacheKey
+
+# A fence outlives any fill by far; it expires only so that idle keys leave no residue.
+FENCE_TTL_MS: Final = 86_400_000
+
+_BEGIN_FILL = """
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+local g = redis.call('GET', KEYS[2]) or '0'
+if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
+return {0, g, 0}
+"""
+
+_FINISH_FILL = """
+if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if #KEYS >= 4 then
+  redis.call('SADD', KEYS[4], KEYS[1])
+  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[4], ARGV[2])
+  end
+end
+return 1
+"""
+
+_INVALIDATE = """
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# Members are deleted in slices: unpack() of a huge table overflows Lua's stack.
+_INVALIDATE_FAMILY = """
+local members = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #members, 500 do
+  redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
+end
+redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return #members
+"""
+
+_REFRESH = """
+if #KEYS >= 4 then
+  local current = redis.call('GET', KEYS[4])
+  if current and current >= ARGV[4] then return 0 end
+  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FillTicket:
+    """What begin_fill found: a value, or the fence to fill against (and whether we lead)."""
+
+    value: bytes | None
+    fence: bytes
+    leased: bool
+
+
+def version_key(key: CacheKey) -> str:
+    return f"{key.name}#version"
+
+
+def lsn_version(lsn: int) -> str:
+    """A commit position as a fixed-width string, so Lua compares it exactly as text."""
+    return f"{lsn:016x}"
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisStore:
+    """The scripts above bound to one Redis client."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._begin = redis.register_script(_BEGIN_FILL)
+        self._finish = redis.register_script(_FINISH_FILL)
+        self._invalidate = redis.register_script(_INVALIDATE)
+        self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
+        self._refresh = redis.register_script(_REFRESH)
+
+    async def get(self, key: CacheKey) -> bytes | None:
+        return cast(bytes | None, await self.redis.get(key.name))
+
+    async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
+        reply = await self._begin(keys=[key.name, key.fence, key.lease], args=[_ms(lease_s), token])
+        if reply[0] == 1:
+            return FillTicket(value=reply[1], fence=b"", leased=False)
+        return FillTicket(value=None, fence=reply[1], leased=reply[2] == 1)
+
+    async def finish_fill(
+        self, key: CacheKey, value: bytes, ttl_s: float, fence: bytes, token: str
+    ) -> bool:
+        keys = [key.name, key.fence, key.lease]
+        if key.tag is not None:
+            keys.append(key.tag)
+        stored = await self._finish(keys=keys, args=[value, _ms(ttl_s), fence, token])
+        return bool(stored)
+
+    # Listener side: queued on a pipeline so a whole batch is one round trip.
+
+    async def queue_invalidate(self, pipe: Pipeline, key: CacheKey) -> None:
+        await self._invalidate(
+            keys=[key.name, key.fence, key.lease], args=[FENCE_TTL_MS], client=pipe
+        )
+
+    async def queue_invalidate_family(self, pipe: Pipeline, family: str, fence: str) -> None:
+        await self._invalidate_family(keys=[family, fence], args=[FENCE_TTL_MS], client=pipe)
+
+    async def queue_refresh(
+        self, pipe: Pipeline, key: CacheKey, value: bytes, ttl_s: float, version: str | None
+    ) -> None:
+        keys = [key.name, key.fence, key.lease]
+        args: list[bytes | str | int] = [value, _ms(ttl_s), FENCE_TTL_MS]
+        if version is not None:
+            keys.append(version_key(key))
+            args.append(version)
+        await self._refresh(keys=keys, args=args, client=pipe)

@@ -1,0 +1,90 @@
+"""Test servers and per-test isolation.
+
+The session starts its own PostgreSQL (wal_level=logical) and Redis on free ports, so fault
+tests may stop them and nothing touches the machine's own services. Each test that asks
+for `database_url` gets a fresh database cloned from a migrated template, and each test
+that asks for `redis_url` gets a flushed Redis database of its own.
+
+The environment is scrubbed of the product's settings first, so a developer's KEY_PREFIX
+or TTL_* cannot change what the tests see.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from mescache.demo import load_demo_data
+from mescache.devstack import PostgresServer, RedisServer, ensure_binaries
+from mescache.migrate import apply_migrations
+from mescache.settings import CacheSettings
+
+TEMPLATE = "mes_template"
+
+for _name in list(CacheSettings.model_fields) + ["HOST", "PORT", "CDC_SLOT", "CDC_MODE"]:
+    os.environ.pop(_name.upper(), None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass
+class Servers:
+    pg: PostgresServer
+    redis: RedisServer
+    workdir: Path
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    bindir, redis_bin = ensure_binaries()
+    workdir = Path(tempfile.mkdtemp(prefix="mescache-test-"))
+    workdir.chmod(0o755)  # the postgres user must reach its data directory
+    pg = PostgresServer(workdir / "pg", bindir)
+    rs = RedisServer(workdir / "redis", redis_bin)
+    pg.init()
+    pg.start()
+    rs.start()
+    try:
+        template_url = pg.create_database(TEMPLATE)
+        apply_migrations(template_url)
+        load_demo_data(template_url, orders=300)
+        yield Servers(pg, rs, workdir)
+    finally:
+        rs.stop()
+        pg.stop("immediate")
+
+
+_db_numbers = itertools.count()
+
+
+@pytest.fixture
+def database_url(servers: Servers) -> str:
+    """A fresh, migrated database with a small demo catalogue and 300 orders."""
+    return servers.pg.create_database(f"t{next(_db_numbers)}", template=TEMPLATE)
+
+
+@pytest.fixture
+def redis_url(servers: Servers) -> str:
+    """A flushed Redis database (1..15) of this test's own."""
+    url = servers.redis.url(1 + next(_db_numbers) % 15)
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
