@@ -9,9 +9,6 @@ from contextlib import asynccontextmanager
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from api.breaker import RedisBreaker
 from api.context import AppContext
@@ -20,20 +17,9 @@ from api.routes import router
 from api.settings import ApiSettings
 from mescache.db import make_pool
 from mescache.keys import KeySchema
-from mescache.store import RedisStore
+from mescache.store import RedisStore, make_redis
 
 log = logging.getLogger("api")
-
-
-def make_redis(settings: ApiSettings) -> Redis:
-    # No retries: a failing call trips the breaker at once instead of tripling the wait.
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -44,7 +30,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         cfg = settings or ApiSettings()  # type: ignore[call-arg]  # values come from env
         pool = make_pool(cfg.database_url, cfg.pool_min_size, cfg.pool_max_size, "api")
         await pool.open(wait=False)
-        redis = make_redis(cfg)
+        redis = make_redis(cfg.redis_url, cfg.redis_timeout, cfg.redis_max_connections)
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)
         app.state.ctx = AppContext(

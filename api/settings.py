@@ -22,6 +22,7 @@ class ApiSettings(CacheSettings):
     fill_wait: float = Field(
         default=0.5, ge=0, description="how long other readers wait for that fill, s"
     )
+    redis_max_connections: int = Field(default=64, ge=1, description="Redis pool size")
     redis_retry_after: float = Field(
         default=1.0, gt=0, description="after a Redis failure, skip Redis for this long, s"
     )

@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from mescache.keys import CacheKey
 
@@ -89,6 +91,22 @@ class FillTicket:
     value: bytes | None
     fence: bytes
     leased: bool
+
+
+def make_redis(url: str, timeout: float, max_connections: int) -> Redis:
+    """A client whose calls fail fast: the caller decides what a failure means."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        # Under load, wait for a free connection rather than fail; a long wait means a
+        # slow Redis, which is a failure like any other.
+        timeout=timeout * 4,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # No retries: one failing call trips the API's breaker instead of tripling the wait.
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis.from_pool(pool)
 
 
 def version_key(key: CacheKey) -> str:

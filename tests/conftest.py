@@ -28,7 +28,7 @@ from mescache.settings import CacheSettings
 
 TEMPLATE = "mes_template"
 
-for _name in list(CacheSettings.model_fields) + ["HOST", "PORT", "CDC_SLOT", "CDC_MODE"]:
+for _name in [*list(CacheSettings.model_fields), "HOST", "PORT", "CDC_SLOT", "CDC_MODE"]:
     os.environ.pop(_name.upper(), None)
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.settings import ApiSettings
 
+
 def api_settings(database_url: str, redis_url: str, **overrides: object) -> ApiSettings:
     return ApiSettings(database_url=database_url, redis_url=redis_url, **overrides)  # type: ignore[arg-type]
 

@@ -10,8 +10,13 @@ import psycopg
 import pytest
 import redis.asyncio
 
-NEW_ORDER = {"customer": "anna", "model_id": 1, "material_id": 1, "quantity": 2,
-             "params": {"size": 17, "engraving": "A+M"}}
+NEW_ORDER = {
+    "customer": "anna",
+    "model_id": 1,
+    "material_id": 1,
+    "quantity": 2,
+    "params": {"size": 17, "engraving": "A+M"},
+}
 
 
 async def _place(client: httpx.AsyncClient) -> dict[str, object]:
@@ -140,7 +145,8 @@ async def test_post_computes_the_price_and_starts_new(client: httpx.AsyncClient)
     assert placed["quantity"] == 2
     assert placed["params"] == NEW_ORDER["params"]
     assert float(placed["total_price"]) > 0
-    assert placed["created_at"] and placed["updated_at"]
+    assert placed["created_at"]
+    assert placed["updated_at"]
 
 
 async def test_legal_moves_and_updated_at(client: httpx.AsyncClient) -> None:

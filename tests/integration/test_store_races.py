@@ -1,0 +1,181 @@
+"""The races a naive cache-aside gets wrong, replayed deterministically on a real Redis:
+a stale set after an invalidation, a stampede on a missing hot key, and a refresh
+overwritten by an older value."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio
+
+from api.breaker import RedisBreaker
+from api.readthrough import ReadThrough
+from mescache.keys import KeySchema
+from mescache.store import RedisStore, lsn_version, make_redis
+
+KEYS = KeySchema()
+
+
+def reader(client: redis.asyncio.Redis, wait: float = 1.0) -> ReadThrough:
+    """One API process's read path."""
+    return ReadThrough(RedisStore(client), RedisBreaker(1.0), lease=2.0, wait=wait)
+
+
+async def test_a_fill_that_raced_an_invalidation_is_not_stored(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    key = KEYS.order(7)
+    store = RedisStore(redis_client)
+    selected = asyncio.Event()
+    invalidated = asyncio.Event()
+
+    async def slow_select() -> bytes:
+        selected.set()  # the reader has read the old row...
+        await invalidated.wait()  # ...and the writer commits and the listener acts now
+        return b'{"status": "new"}'
+
+    fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
+    await selected.wait()
+    pipe = redis_client.pipeline(transaction=False)
+    await store.queue_invalidate(pipe, key)
+    await pipe.execute()
+    invalidated.set()
+
+    served = await fill
+    assert served.body == b'{"status": "new"}'  # the reader answers with what it read
+    assert await redis_client.get(key.name) is None  # but does not put the old row back
+    again = await reader(redis_client).get(key, 60, _const(b'{"status": "in_progress"}'))
+    assert again.body == b'{"status": "in_progress"}'
+    assert await redis_client.get(key.name) == b'{"status": "in_progress"}'
+
+
+async def test_a_page_fill_that_raced_a_family_invalidation_is_not_stored(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    page = KEYS.status_page("new", None, 50)
+    store = RedisStore(redis_client)
+    selected, invalidated = asyncio.Event(), asyncio.Event()
+
+    async def slow_select() -> bytes:
+        selected.set()
+        await invalidated.wait()
+        return b"old page"
+
+    fill = asyncio.create_task(reader(redis_client).get(page, 60, slow_select))
+    await selected.wait()
+    # The page is not in the tag set yet: only the family's fence can stop its fill.
+    assert not await redis_client.smembers(KEYS.status_family("new"))
+    pipe = redis_client.pipeline(transaction=False)
+    family = KEYS.status_family("new")
+    await store.queue_invalidate_family(pipe, family, KEYS.family_fence(family))
+    await pipe.execute()
+    invalidated.set()
+    await fill
+    assert await redis_client.get(page.name) is None
+
+
+async def test_family_invalidation_reaches_every_cached_page(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    store = RedisStore(redis_client)
+    pages = [KEYS.status_page("done", cursor, 20) for cursor in (None, 900, 800)]
+    for page in pages:
+        await reader(redis_client).get(page, 60, _const(b"page"))
+    family = KEYS.status_family("done")
+    assert len(await redis_client.smembers(family)) == 3
+    pipe = redis_client.pipeline(transaction=False)
+    await store.queue_invalidate_family(pipe, family, KEYS.family_fence(family))
+    await pipe.execute()
+    for page in pages:
+        assert await redis_client.get(page.name) is None
+    assert not await redis_client.exists(family)
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+async def test_a_stampede_on_a_missing_key_costs_one_select(
+    redis_client: redis.asyncio.Redis, processes: int
+) -> None:
+    key = KEYS.dashboard()
+    selects = 0
+
+    async def select() -> bytes:
+        nonlocal selects
+        selects += 1
+        await asyncio.sleep(0.1)
+        return b"dashboard"
+
+    readers = [reader(make_redis(_url(redis_client), 1.0, 64)) for _ in range(processes)]
+    results = await asyncio.gather(
+        *(readers[i % processes].get(key, 60, select) for i in range(300))
+    )
+    assert selects == 1
+    assert {r.body for r in results} == {b"dashboard"}
+    for r in readers:
+        await r.store.redis.aclose()
+
+
+async def test_waiters_give_up_after_the_wait_and_read_the_database(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    key = KEYS.new_orders()
+    # another process holds the lease and never fills
+    await redis_client.set(key.lease, "someone-else", px=10_000)
+    served = await reader(redis_client, wait=0.05).get(key, 10, _const(b"fresh"))
+    assert served.body == b"fresh"
+    assert not served.hit
+    assert await redis_client.get(key.name) is None  # only the lease holder stores
+
+
+async def test_a_refresh_is_never_overwritten_by_an_older_one_or_an_older_fill(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    key = KEYS.order(9)
+    store = RedisStore(redis_client)
+    selected, refreshed = asyncio.Event(), asyncio.Event()
+
+    async def slow_select() -> bytes:
+        selected.set()
+        await refreshed.wait()
+        return b"v0 (read before the refresh)"
+
+    fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
+    await selected.wait()
+
+    pipe = redis_client.pipeline(transaction=False)
+    await store.queue_refresh(pipe, key, b"v2", 60, lsn_version(0x200))
+    await store.queue_refresh(pipe, key, b"v1", 60, lsn_version(0x100))  # a replayed older one
+    await pipe.execute()
+    refreshed.set()
+    await fill
+    assert await redis_client.get(key.name) == b"v2"
+    pipe = redis_client.pipeline(transaction=False)
+    await store.queue_refresh(pipe, key, b"v3", 60, lsn_version(0x300))
+    await pipe.execute()
+    assert await redis_client.get(key.name) == b"v3"
+
+
+async def test_invalidations_and_refreshes_are_idempotent(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    store = RedisStore(redis_client)
+    key = KEYS.order(3)
+    for _ in range(2):
+        pipe = redis_client.pipeline(transaction=False)
+        await store.queue_refresh(pipe, key, b"v", 60, lsn_version(5))
+        await store.queue_invalidate(pipe, KEYS.dashboard())
+        await pipe.execute()
+        assert await redis_client.get(key.name) == b"v"
+        assert await redis_client.get(KEYS.dashboard().name) is None
+
+
+def _const(body: bytes):  # type: ignore[no-untyped-def]
+    async def load() -> bytes:
+        return body
+
+    return load
+
+
+def _url(client: redis.asyncio.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
