@@ -19,7 +19,9 @@ def make_pool(conninfo: str, min_size: int, max_size: int, name: str) -> Pool:
         open=False,
         name=name,
         # Reads are single statements: autocommit keeps no connection idle in a transaction.
-        kwargs={"autocommit": True},
+        # UTC sessions: timestamps serialize the same from a SELECT and from a row image
+        # in the change stream, whatever the server's TimeZone.
+        kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
         # A PostgreSQL restart must not hand out dead connections.
         check=AsyncConnectionPool.check_connection,
         timeout=5.0,

@@ -9,7 +9,8 @@ Every cached value has a *fence*: a counter that each invalidation or refresh in
 A fill reads the fence before its SELECT and stores only if the fence did not move (see
 mescache.store). Pages of a status share their family's fence, so one invalidation fences
 out a page fill that has not registered in the tag set yet. A *lease* key lets one reader
-per key fill it while the others wait (stampede control).
+per key fill it while the others wait (stampede control). The namespace's *epoch* is part of
+every fence: flushing the namespace moves it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class CacheKey:
     name: str
     fence: str
     lease: str
+    epoch: str  # the namespace's epoch: a flush moves it, fencing out every fill at once
     tag: str | None = None  # the family's tag set the key registers in, if any
 
 
@@ -42,8 +44,12 @@ class KeySchema:
             name=full,
             fence=f"{fenced_by}#fence",
             lease=f"{full}#lease",
+            epoch=self.epoch(),
             tag=self.prefix + family if family is not None else None,
         )
+
+    def epoch(self) -> str:
+        return f"{self.prefix}cache#epoch"
 
     def dashboard(self) -> CacheKey:
         return self._key("orders:dashboard")
@@ -77,6 +83,13 @@ class KeySchema:
 
     def all_status_families(self) -> list[str]:
         return [self.status_family(s) for s in STATUSES]
+
+    def orders_pattern(self) -> str:
+        """Every ``order:{id}`` key and its companions."""
+        return f"{self.prefix}order:*"
+
+    def prices_pattern(self) -> str:
+        return f"{self.prefix}price:*"
 
     def namespace_pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace (for a flush)."""

@@ -30,22 +30,24 @@ from mescache.keys import CacheKey
 # A fence outlives any fill by far; it expires only so that idle keys leave no residue.
 FENCE_TTL_MS: Final = 86_400_000
 
+# A fill's fence is the key's counter and the namespace's epoch together.
 _BEGIN_FILL = """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
-local g = redis.call('GET', KEYS[2]) or '0'
+local g = (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[4]) or '0')
 if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
 return {0, g, 0}
 """
 
 _FINISH_FILL = """
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return 0 end
+local g = (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[4]) or '0')
+if g ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if #KEYS >= 4 then
-  redis.call('SADD', KEYS[4], KEYS[1])
-  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[4], ARGV[2])
+if #KEYS >= 5 then
+  redis.call('SADD', KEYS[5], KEYS[1])
+  if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[5], ARGV[2])
   end
 end
 return 1
@@ -72,8 +74,9 @@ return #members
 
 _REFRESH = """
 if #KEYS >= 4 then
+  -- an equal position is a replay or the delayed second pass: write it again
   local current = redis.call('GET', KEYS[4])
-  if current and current >= ARGV[4] then return 0 end
+  if current and current > ARGV[4] then return 0 end
   redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -137,7 +140,9 @@ class RedisStore:
         return cast(bytes | None, await self.redis.get(key.name))
 
     async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
-        reply = await self._begin(keys=[key.name, key.fence, key.lease], args=[_ms(lease_s), token])
+        reply = await self._begin(
+            keys=[key.name, key.fence, key.lease, key.epoch], args=[_ms(lease_s), token]
+        )
         if reply[0] == 1:
             return FillTicket(value=reply[1], fence=b"", leased=False)
         return FillTicket(value=None, fence=reply[1], leased=reply[2] == 1)
@@ -145,11 +150,31 @@ class RedisStore:
     async def finish_fill(
         self, key: CacheKey, value: bytes, ttl_s: float, fence: bytes, token: str
     ) -> bool:
-        keys = [key.name, key.fence, key.lease]
+        keys = [key.name, key.fence, key.lease, key.epoch]
         if key.tag is not None:
             keys.append(key.tag)
         stored = await self._finish(keys=keys, args=[value, _ms(ttl_s), fence, token])
         return bool(stored)
+
+    async def flush_matching(self, pattern: str, epoch: str) -> int:
+        """Forget every key matching a SCAN pattern: a whole namespace after a gap in the
+        change stream, or every ``order:*`` after a TRUNCATE.
+
+        The epoch moves first, so a fill that read the database before the flush cannot
+        store afterwards; then every matching key but the epoch is unlinked. Idempotent.
+        """
+        await self.redis.incr(epoch)
+        removed = 0
+        batch: list[bytes] = []
+        async for name in self.redis.scan_iter(match=pattern, count=1000):
+            if name != epoch.encode():
+                batch.append(name)
+            if len(batch) >= 1000:
+                removed += await self.redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await self.redis.unlink(*batch)
+        return removed
 
     # Listener side: queued on a pipeline so a whole batch is one round trip.
 

@@ -1,0 +1,114 @@
+"""Apply: turn a batch of committed changes into Redis actions, sent in one round trip.
+
+Delivery contract: at least once. The caller confirms a position to PostgreSQL only after
+`Applier.apply` returned for every commit up to it; after a crash the server resends from
+the last confirmed commit, so every action here must be idempotent (mescache.store's
+scripts are). Redis or database errors propagate: the listener reconnects and resumes
+from the confirmed position instead of skipping a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from mescache import reads
+from mescache.db import Pool
+from mescache.keys import KeySchema
+from mescache.orders import Order, dump_order
+from mescache.rules import Touched
+from mescache.settings import CacheSettings
+from mescache.store import RedisStore, lsn_version
+
+log = logging.getLogger("cdc_listener.apply")
+
+
+@dataclass(slots=True)
+class Batch:
+    """Committed transactions not yet applied, merged: keys are coalesced."""
+
+    touched: Touched = field(default_factory=Touched)
+    # For refresh: the latest row image of each touched order (None: deleted or incomplete)
+    # and the commit position it belongs to.
+    images: dict[int, tuple[Order | None, int]] = field(default_factory=dict)
+    end_lsn: int = 0
+    commits: int = 0
+
+    def add(self, touched: Touched, images: dict[int, Order | None], end_lsn: int) -> None:
+        self.touched.update(touched)
+        for order_id, image in images.items():
+            self.images[order_id] = (image, end_lsn)
+        self.end_lsn = end_lsn
+        self.commits += 1
+
+    def bound(self, max_keys: int) -> None:
+        self.touched.bound(max_keys)
+        if self.touched.all_orders:
+            self.images.clear()
+
+
+class Applier:
+    """Invalidates (or, for hot keys, refreshes) what a batch touched."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        keys: KeySchema,
+        settings: CacheSettings,
+        refresh: bool,
+        pool: Pool | None,
+    ) -> None:
+        if refresh and pool is None:
+            raise ValueError("refreshing the dashboard needs a database pool")
+        self.store = store
+        self.keys = keys
+        self.settings = settings
+        self.refresh = refresh
+        self.pool = pool
+
+    async def apply(self, batch: Batch) -> None:
+        touched, keys, store = batch.touched, self.keys, self.store
+        if not touched:
+            return
+        # Whole-table events are rare: their scans run before the batch's pipeline.
+        if touched.all_orders:
+            await store.flush_matching(keys.orders_pattern(), keys.epoch())
+        if touched.all_prices:
+            await store.flush_matching(keys.prices_pattern(), keys.epoch())
+        dashboard = None
+        if touched.dashboard and self.refresh and self.pool is not None:
+            dashboard = await reads.dashboard_json(self.pool)
+
+        pipe = store.redis.pipeline(transaction=False)
+        for order_id in touched.orders:
+            key = keys.order(order_id)
+            image, lsn = batch.images.get(order_id, (None, 0))
+            if self.refresh and image is not None:
+                body = dump_order(image)
+                await store.queue_refresh(
+                    pipe, key, body, self.settings.ttl_order, lsn_version(lsn)
+                )
+            else:
+                await store.queue_invalidate(pipe, key)
+        families = [keys.status_family(s) for s in sorted(touched.statuses)]
+        families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
+        families += [keys.price_family_of_material(m) for m in sorted(touched.price_materials)]
+        for family in families:
+            await store.queue_invalidate_family(pipe, family, keys.family_fence(family))
+        if touched.dashboard:
+            if dashboard is not None:
+                await store.queue_refresh(
+                    pipe, keys.dashboard(), dashboard, self.settings.ttl_dashboard, None
+                )
+            else:
+                await store.queue_invalidate(pipe, keys.dashboard())
+        if touched.newest:
+            await store.queue_invalidate(pipe, keys.new_orders())
+        await pipe.execute()
+        log.debug(
+            "applied commits=%d orders=%d families=%d lsn=%X",
+            batch.commits,
+            len(touched.orders),
+            len(families),
+            batch.end_lsn,
+        )

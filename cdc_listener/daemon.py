@@ -1,0 +1,87 @@
+"""`cdc-listener run`: wires the source, the applier and Redis, and keeps them running.
+
+Retryable failures (a lost connection to PostgreSQL or Redis, a slot held by another
+listener) are retried with jittered backoff, each time from the slot's confirmed position
+or the outbox, which is exactly where nothing is lost. A standby is simply a listener whose
+slot is held: it retries every CDC_STANDBY_RETRY seconds and takes over when the holder
+dies. Anything else (a message we cannot decode, a bad setting) ends the process loudly.
+SIGTERM and SIGINT finish the batch in flight, confirm it, and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+
+import psycopg
+from redis.exceptions import RedisError
+
+from cdc_listener.apply import Applier
+from cdc_listener.errors import SlotInUse, StreamEnded
+from cdc_listener.logical import LogicalSource
+from cdc_listener.notify import NotifySource
+from cdc_listener.settings import ListenerSettings
+from mescache.db import make_pool
+from mescache.keys import KeySchema
+from mescache.store import RedisStore, make_redis
+
+log = logging.getLogger("cdc_listener")
+
+RETRYABLE = (psycopg.OperationalError, RedisError, StreamEnded, OSError)
+_MAX_BACKOFF = 30.0
+
+
+async def run(
+    settings: ListenerSettings, stop: asyncio.Event | None = None, signals: bool = True
+) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    redis = make_redis(settings.redis_url, max(settings.redis_timeout, 5.0), 8)
+    keys = KeySchema(settings.key_prefix)
+    store = RedisStore(redis)
+    pool = make_pool(settings.database_url, 0, 2, "cdc-listener") if settings.cdc_refresh else None
+    if pool is not None:
+        await pool.open(wait=False)
+    applier = Applier(store, keys, settings, settings.cdc_refresh, pool)
+    backoff = 0.5
+    ever_ready = False
+    try:
+        while not stop.is_set():
+            source: LogicalSource | NotifySource = (
+                LogicalSource(settings, applier, store, keys)
+                if settings.cdc_mode == "logical"
+                else NotifySource(settings, applier)
+            )
+            try:
+                await source.run(stop)
+                ever_ready = True
+                backoff = 0.5
+            except SlotInUse:
+                ever_ready = True  # the server answered: a standby keeps trying
+                log.info("standby: slot %s is held by another listener", settings.cdc_slot)
+                await _sleep(stop, settings.cdc_standby_retry * random.uniform(0.8, 1.2))
+            except RETRYABLE as exc:
+                ever_ready = ever_ready or source.ready
+                if not ever_ready:
+                    raise  # misconfigured or unreachable from the start: say so and exit
+                log.warning("source failed, reconnecting in %.1fs: %s", backoff, exc)
+                await _sleep(stop, backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+    finally:
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        await redis.aclose()
+        if pool is not None:
+            await pool.close()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,258 @@
+"""Source 1: the logical replication consumer (pgoutput over a persistent slot).
+
+Delivery contract: at least once, nothing lost, commit order. Changes of a transaction are
+held until its Commit; committed transactions are merged into a batch that is applied when
+the socket has no more data waiting (a burst becomes one round trip) or when the batch is
+large. The position confirmed to the server is the end of the last commit whose Redis
+work has completed, including the delayed second pass that closes the visibility gap
+(a walsender may hand over a commit a moment before other sessions' snapshots see it, so
+a fill in that moment could read the old row; the second pass removes what it stored).
+Between transactions the keepalive's WAL end is confirmed too, so a slot on a database
+whose published tables are idle does not pin WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import psycopg
+
+from cdc_listener.apply import Applier, Batch
+from cdc_listener.changes import RelationCache, RowImages, changes_of
+from cdc_listener.errors import ListenerError
+from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
+from cdc_listener.replication import (
+    Keepalive,
+    format_lsn,
+    parse_copy_data,
+    parse_lsn,
+    pg_now,
+    standby_status,
+)
+from cdc_listener.settings import ListenerSettings
+from cdc_listener.slot import check_wal_level, ensure_slot
+from cdc_listener.transport import ReplicationStream
+from mescache.keys import KeySchema
+from mescache.orders import Order
+from mescache.rules import Touched, touched_by
+from mescache.store import RedisStore
+
+log = logging.getLogger("cdc_listener.logical")
+
+
+class _Transaction:
+    """The changes of the transaction being received, not yet committed."""
+
+    def __init__(self) -> None:
+        self.touched = Touched()
+        self.images: dict[int, Order | None] = {}
+
+
+class LogicalSource:
+    """Consumes the slot until `stop` is set; raises on any failure (the caller retries)."""
+
+    def __init__(
+        self, settings: ListenerSettings, applier: Applier, store: RedisStore, keys: KeySchema
+    ) -> None:
+        self.settings = settings
+        self.applier = applier
+        self.store = store
+        self.keys = keys
+        self.confirmed = 0
+        self.ready = False
+        self._relations = RelationCache()
+        self._images = RowImages()
+
+    async def prepare(self) -> None:
+        """Create the slot if needed; flush the namespace if the stream had a gap."""
+        async with await psycopg.AsyncConnection.connect(
+            self.settings.database_url, autocommit=True
+        ) as conn:
+            await check_wal_level(conn)
+            created = await ensure_slot(conn, self.settings.cdc_slot)
+            row = await (
+                await conn.execute(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots"
+                    " WHERE slot_name = %s",
+                    [self.settings.cdc_slot],
+                )
+            ).fetchone()
+        if row is not None and row[0] is not None:
+            self.confirmed = parse_lsn(row[0])
+        if created:
+            # Changes made before the slot existed were never seen: forget the namespace.
+            removed = await self.store.flush_matching(
+                self.keys.namespace_pattern(), self.keys.epoch()
+            )
+            log.warning(
+                "slot created, cache namespace flushed slot=%s keys=%d",
+                self.settings.cdc_slot,
+                removed,
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.prepare()
+        stream = await ReplicationStream.connect(self.settings.database_url)
+        try:
+            await stream.start(self.settings.cdc_slot, self.settings.cdc_publication)
+            log.info(
+                "listener ready slot=%s lsn=%s", self.settings.cdc_slot, format_lsn(self.confirmed)
+            )
+            self._stream = stream
+            self.ready = True
+            heartbeat = asyncio.create_task(self._heartbeat())
+            try:
+                await self._consume(stop)
+            finally:
+                heartbeat.cancel()
+        finally:
+            await stream.close()
+
+    async def _heartbeat(self) -> None:
+        """Write a tiny WAL record now and then: on a database where nothing at all is
+        written, the keepalives would otherwise never move and the slot never advance."""
+        interval = self.settings.cdc_heartbeat_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(
+                        "SELECT pg_logical_emit_message(false, 'orders_cache.heartbeat', '')"
+                    )
+            except psycopg.Error as exc:
+                log.warning("heartbeat failed: %s", exc)  # the stream itself will tell
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        self._batch = Batch()
+        self._txn: _Transaction | None = None
+        self._rechecks: deque[tuple[float, Batch]] = deque()
+        self._sent = -1
+        self._next_status = 0.0
+        while not stop.is_set():
+            await self._run_rechecks(time.monotonic())
+            data = self._stream.read_nowait()
+            if data is None:
+                if self._batch.commits:
+                    await self._apply_batch()
+                await self._report()
+                data = await self._wait_for_data(stop)
+                if data is None:
+                    continue
+            await self._handle(data)
+        # Stopping: a transaction cut short is dropped (the server resends it); what was
+        # committed is applied, rechecked after its delay, and confirmed before we close.
+        if self._batch.commits:
+            await self._apply_batch()
+        if self._rechecks:
+            await asyncio.sleep(max(0.0, self._rechecks[-1][0] - time.monotonic()))
+            await self._run_rechecks(float("inf"))
+        await self._report(force=True)
+        log.info(
+            "listener stopped slot=%s lsn=%s", self.settings.cdc_slot, format_lsn(self.confirmed)
+        )
+
+    async def _wait_for_data(self, stop: asyncio.Event) -> memoryview | None:
+        """Data, or None when a status report or a recheck is due or we must stop."""
+        wake = self._next_status
+        if self._rechecks:
+            wake = min(wake, self._rechecks[0][0])
+        stopping = asyncio.ensure_future(stop.wait())
+        reading = asyncio.ensure_future(self._stream.read(max(0.0, wake - time.monotonic())))
+        await asyncio.wait({stopping, reading}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not reading.done():
+            reading.cancel()
+            return None
+        return reading.result()
+
+    async def _handle(self, data: memoryview) -> None:
+        frame = parse_copy_data(data)
+        if isinstance(frame, Keepalive):
+            if self._txn is None and not self._batch.commits and not self._rechecks:
+                # Everything sent before this keepalive is applied: its end is safe.
+                self.confirmed = max(self.confirmed, frame.end)
+            await self._report(force=frame.reply_requested)
+            return
+        message = decode(frame.payload)
+        if isinstance(message, Begin):
+            self._txn = _Transaction()
+        elif isinstance(message, Relation):
+            self._relations.remember(message)
+        elif isinstance(message, Insert | Update | Delete | Truncate):
+            if self._txn is None:
+                raise ListenerError("row change outside a transaction")
+            self._collect(self._txn, message)
+        elif isinstance(message, Commit):
+            if self._txn is not None:
+                self._batch.add(self._txn.touched, self._txn.images, message.end_lsn)
+                self._batch.bound(self.settings.cdc_max_keys)
+            self._txn = None
+            if self._batch.commits >= self.settings.cdc_batch_commits:
+                await self._apply_batch()
+
+    async def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or self.confirmed != self._sent or now >= self._next_status:
+            await self._stream.send(
+                standby_status(self.confirmed, self.confirmed, self.confirmed, pg_now())
+            )
+            self._sent = self.confirmed
+            self._next_status = now + self.settings.cdc_status_interval
+
+    async def _apply_batch(self) -> None:
+        batch, self._batch = self._batch, Batch()
+        await self.applier.apply(batch)
+        if self.settings.cdc_recheck_delay > 0:
+            self._rechecks.append((time.monotonic() + self.settings.cdc_recheck_delay, batch))
+        else:
+            self.confirmed = max(self.confirmed, batch.end_lsn)
+
+    async def _run_rechecks(self, until: float) -> None:
+        while self._rechecks and self._rechecks[0][0] <= until:
+            _, done = self._rechecks.popleft()
+            await self.applier.apply(done)
+            self.confirmed = max(self.confirmed, done.end_lsn)
+
+    def _collect(self, txn: _Transaction, message: Insert | Update | Delete | Truncate) -> None:
+        for change in changes_of(message, self._relations):
+            touched = touched_by(change)
+            txn.touched.update(touched)
+            if change.table == "orders" and self.settings.cdc_refresh:
+                self._remember_image(txn, message)
+        txn.touched.bound(self.settings.cdc_max_keys)
+        if txn.touched.all_orders:
+            txn.images.clear()
+
+    def _remember_image(
+        self, txn: _Transaction, message: Insert | Update | Delete | Truncate
+    ) -> None:
+        if isinstance(message, Truncate) or txn.touched.all_orders:
+            return
+        relation = self._relations.get(message.relation_oid)
+        if isinstance(message, Delete):
+            for order_id in _ids(message.old, relation):
+                txn.images[order_id] = None
+            return
+        image = self._images.order(relation, message.new)
+        if image is None:
+            for order_id in _ids(message.new, relation):
+                txn.images[order_id] = None
+            return
+        txn.images[image["id"]] = image
+        if isinstance(message, Update) and message.old is not None:
+            for old_id in _ids(message.old, relation) - {image["id"]}:
+                txn.images[old_id] = None  # the id itself changed: the old key goes
+
+
+def _ids(row: tuple[object, ...], relation: Relation) -> set[int]:
+    for column, value in zip(relation.columns, row, strict=True):
+        if column.name == "id" and isinstance(value, bytes):
+            return {int(value)}
+    return set()

@@ -1,0 +1,413 @@
+"""Strict, pure decoder for the pgoutput logical replication protocol, version 1 (PostgreSQL 15).
+
+Contract: :func:`decode` turns one pgoutput message (the payload of an XLogData frame, or one
+``data`` value of ``pg_logical_slot_peek_binary_changes``) into one immutable message object. It
+does no I/O and keeps no state between calls. It is strict: the payload must be consumed exactly,
+so a truncated message, a trailing byte, an unknown message type, an unknown tuple-value kind, an
+unterminated or non-UTF-8 string, or an unknown replica identity raises
+:class:`~cdc_listener.errors.DecodeError` naming the message type and the byte offset. No other
+exception escapes, whatever the input, and nothing is read past the end of the buffer.
+
+Integers are returned as sent: LSNs as ints, times as microseconds since 2000-01-01 UTC (the
+PostgreSQL epoch), OIDs and xids as unsigned ints. Tuple values stay raw bytes; turning them into
+text (with column names) is :func:`row_as_text`'s job, because only the caller knows the current
+:class:`Relation` for an OID: the relation cache belongs to the consumer, not to this module.
+
+Only the message types of protocol version 1 are known. Streaming (v2), two-phase (v3) and
+logical decoding messages (``'M'``, sent only when the ``messages`` option is on) are rejected as
+unknown, which is what we want: we never ask for them, so receiving one means a misconfiguration.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Final, TypeAlias, final
+
+from cdc_listener.errors import DecodeError
+
+
+@final
+class Unchanged:
+    """Marker for a TOASTed value the server did not send because the change left it alone.
+
+    There is exactly one instance, :data:`UNCHANGED`; compare with ``is``. It must never be
+    written to a cache as a value: the caller keeps the value it already has.
+    """
+
+    __slots__ = ()
+    _instance: ClassVar[Unchanged | None] = None
+
+    def __new__(cls) -> Unchanged:
+        # A second instance would make `value is UNCHANGED` silently false.
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+    def __reduce__(self) -> str:
+        # Pickling and copying must hand back the singleton, not a fresh object.
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = Unchanged()
+
+Value: TypeAlias = bytes | Unchanged | None
+"""One column of a tuple: bytes as sent ('t' text, or 'b' binary), None for SQL NULL ('n'),
+:data:`UNCHANGED` for an unchanged TOASTed value that was not sent ('u')."""
+
+Row: TypeAlias = tuple[Value, ...]
+"""All columns of one tuple, in the order of the relation's columns."""
+
+# Relation.replica_identity: default (primary key), nothing, full, index.
+_REPLICA_IDENTITIES: Final = frozenset("dnfi")
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """'B': a transaction starts; its changes follow, then its :class:`Commit`."""
+
+    final_lsn: int
+    commit_time: int
+    xid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """'C': the transaction is committed; ``end_lsn`` is where the next one may start."""
+
+    flags: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """'O': the transaction was replayed from the named replication origin."""
+
+    commit_lsn: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a :class:`Relation`; ``flags`` bit 1 marks a replica identity column."""
+
+    flags: int
+    name: str
+    type_oid: int
+    type_modifier: int
+
+    @property
+    def is_key(self) -> bool:
+        """Whether the column is part of the replica identity (the key sent in 'K' tuples)."""
+        return bool(self.flags & 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """'R': the shape of a table; sent before its first change and again after any DDL.
+
+    ``namespace`` is empty for ``pg_catalog``, as the server sends it.
+    ``replica_identity`` is one of ``d`` (default), ``n`` (nothing), ``f`` (full), ``i`` (index).
+    """
+
+    oid: int
+    namespace: str
+    name: str
+    replica_identity: str
+    columns: tuple[Column, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeInfo:
+    """'Y': names a non-built-in type (an enum, a domain...) used by a following relation."""
+
+    oid: int
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """'I': a new row."""
+
+    relation_oid: int
+    new: Row
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """'U': a changed row.
+
+    ``old`` is present only when the server sent it: ``old_kind`` ``'O'`` is the whole old row
+    (REPLICA IDENTITY FULL), ``'K'`` only its key (the key changed). Otherwise both are None and
+    the key is unchanged and taken from ``new``.
+    """
+
+    relation_oid: int
+    old: Row | None
+    old_kind: str | None
+    new: Row
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """'D': a removed row, identified by its key (``old_kind`` ``'K'``) or whole row (``'O'``)."""
+
+    relation_oid: int
+    old: Row
+    old_kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """'T': the tables were emptied; ``options`` bit 1 is CASCADE, bit 2 RESTART IDENTITY."""
+
+    options: int
+    relation_oids: tuple[int, ...]
+
+    @property
+    def cascade(self) -> bool:
+        """Whether TRUNCATE ... CASCADE was used."""
+        return bool(self.options & 1)
+
+    @property
+    def restart_identity(self) -> bool:
+        """Whether TRUNCATE ... RESTART IDENTITY was used."""
+        return bool(self.options & 2)
+
+
+Message: TypeAlias = (
+    Begin | Commit | Origin | Relation | TypeInfo | Insert | Update | Delete | Truncate
+)
+
+# Compiled once: struct caches formats too, but a lookup per field would still cost.
+_BEGIN: Final = struct.Struct(">QqI")
+_COMMIT: Final = struct.Struct(">BQQq")
+_LSN: Final = struct.Struct(">Q")
+_U32: Final = struct.Struct(">I")
+_U16: Final = struct.Struct(">H")
+# Bound once: the tuple loop calls this per value and an attribute lookup there shows.
+_unpack_u32: Final = _U32.unpack_from
+_OID_TAG: Final = struct.Struct(">IB")
+_RELATION_TAIL: Final = struct.Struct(">BH")
+_COLUMN_TAIL: Final = struct.Struct(">Ii")
+_TRUNCATE_HEAD: Final = struct.Struct(">IB")
+
+# Tuple value kinds and tuple tags as the ints that indexing bytes yields.
+_TEXT: Final = ord("t")
+_BINARY: Final = ord("b")
+_NULL: Final = ord("n")
+_TOAST: Final = ord("u")
+_SIZED: Final = (_TEXT, _BINARY)
+_NEW: Final = ord("N")
+_KEY: Final = ord("K")
+_OLD: Final = ord("O")
+
+
+def _cstring(data: bytes, pos: int) -> tuple[str, int]:
+    try:
+        nul = data.index(0, pos)
+    except ValueError:
+        raise DecodeError(f"string at offset {pos} has no NUL terminator") from None
+    try:
+        return data[pos:nul].decode(), nul + 1
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"string at offset {pos} is not UTF-8 ({exc.reason})") from None
+
+
+def _tuple(data: bytes, pos: int) -> tuple[Row, int]:
+    (count,) = _U16.unpack_from(data, pos)
+    pos += 2
+    end = len(data)
+    values: list[Value] = []
+    append = values.append
+    unpack_u32 = _unpack_u32
+    try:
+        for _ in range(count):
+            kind = data[pos]
+            # Binary values only come with the 'binary' option, which we never set; they are
+            # accepted as bytes so a future switch is a decision of the caller, not a crash here.
+            if kind in _SIZED:
+                (size,) = unpack_u32(data, pos + 1)
+                start = pos + 5
+                pos = start + size
+                if pos > end:
+                    raise DecodeError(
+                        f"value of {size} bytes at offset {start} runs past the end ({end})"
+                    )
+                append(data[start:pos])
+            elif kind == _NULL:
+                append(None)
+                pos += 1
+            elif kind == _TOAST:
+                append(UNCHANGED)
+                pos += 1
+            else:
+                raise DecodeError(f"unknown tuple value kind {chr(kind)!r} at offset {pos}")
+    except IndexError:
+        raise DecodeError(f"tuple of {count} columns truncated at offset {pos}") from None
+    return tuple(values), pos
+
+
+def _begin(data: bytes, pos: int) -> tuple[Message, int]:
+    final_lsn, commit_time, xid = _BEGIN.unpack_from(data, pos)
+    return Begin(final_lsn, commit_time, xid), pos + _BEGIN.size
+
+
+def _commit(data: bytes, pos: int) -> tuple[Message, int]:
+    flags, commit_lsn, end_lsn, commit_time = _COMMIT.unpack_from(data, pos)
+    return Commit(flags, commit_lsn, end_lsn, commit_time), pos + _COMMIT.size
+
+
+def _origin(data: bytes, pos: int) -> tuple[Message, int]:
+    (commit_lsn,) = _LSN.unpack_from(data, pos)
+    name, pos = _cstring(data, pos + _LSN.size)
+    return Origin(commit_lsn, name), pos
+
+
+def _relation(data: bytes, pos: int) -> tuple[Message, int]:
+    (oid,) = _U32.unpack_from(data, pos)
+    namespace, pos = _cstring(data, pos + 4)
+    name, pos = _cstring(data, pos)
+    identity, count = _RELATION_TAIL.unpack_from(data, pos)
+    replica_identity = chr(identity)
+    if replica_identity not in _REPLICA_IDENTITIES:
+        raise DecodeError(f"unknown replica identity {replica_identity!r} at offset {pos}")
+    pos += _RELATION_TAIL.size
+    columns: list[Column] = []
+    for _ in range(count):
+        flags = data[pos]
+        column_name, pos = _cstring(data, pos + 1)
+        type_oid, type_modifier = _COLUMN_TAIL.unpack_from(data, pos)
+        pos += _COLUMN_TAIL.size
+        columns.append(Column(flags, column_name, type_oid, type_modifier))
+    return Relation(oid, namespace, name, replica_identity, tuple(columns)), pos
+
+
+def _type(data: bytes, pos: int) -> tuple[Message, int]:
+    (oid,) = _U32.unpack_from(data, pos)
+    namespace, pos = _cstring(data, pos + 4)
+    name, pos = _cstring(data, pos)
+    return TypeInfo(oid, namespace, name), pos
+
+
+def _insert(data: bytes, pos: int) -> tuple[Message, int]:
+    oid, tag = _OID_TAG.unpack_from(data, pos)
+    if tag != _NEW:
+        raise DecodeError(f"expected 'N' tuple, got {chr(tag)!r} at offset {pos + 4}")
+    new, pos = _tuple(data, pos + _OID_TAG.size)
+    return Insert(oid, new), pos
+
+
+def _update(data: bytes, pos: int) -> tuple[Message, int]:
+    oid, tag = _OID_TAG.unpack_from(data, pos)
+    pos += _OID_TAG.size
+    old: Row | None = None
+    old_kind: str | None = None
+    if tag in (_KEY, _OLD):
+        old_kind = chr(tag)
+        old, pos = _tuple(data, pos)
+        tag = data[pos]
+        pos += 1
+    if tag != _NEW:
+        raise DecodeError(f"expected 'N' tuple, got {chr(tag)!r} at offset {pos - 1}")
+    new, pos = _tuple(data, pos)
+    return Update(oid, old, old_kind, new), pos
+
+
+def _delete(data: bytes, pos: int) -> tuple[Message, int]:
+    oid, tag = _OID_TAG.unpack_from(data, pos)
+    if tag not in (_KEY, _OLD):
+        raise DecodeError(f"expected 'K' or 'O' tuple, got {chr(tag)!r} at offset {pos + 4}")
+    old, pos = _tuple(data, pos + _OID_TAG.size)
+    return Delete(oid, old, chr(tag)), pos
+
+
+def _truncate(data: bytes, pos: int) -> tuple[Message, int]:
+    count, options = _TRUNCATE_HEAD.unpack_from(data, pos)
+    pos += _TRUNCATE_HEAD.size
+    # Checked first so a corrupt count cannot make struct build a format of billions of items.
+    if pos + 4 * count > len(data):
+        raise DecodeError(f"{count} relation OIDs at offset {pos} run past the end ({len(data)})")
+    oids = struct.unpack_from(f">{count}I", data, pos)
+    return Truncate(options, oids), pos + 4 * count
+
+
+_Parser: TypeAlias = Callable[[bytes, int], tuple[Message, int]]
+
+_PARSERS: Final[dict[int, tuple[str, _Parser]]] = {
+    ord("B"): ("Begin", _begin),
+    ord("C"): ("Commit", _commit),
+    ord("O"): ("Origin", _origin),
+    ord("R"): ("Relation", _relation),
+    ord("Y"): ("Type", _type),
+    ord("I"): ("Insert", _insert),
+    ord("U"): ("Update", _update),
+    ord("D"): ("Delete", _delete),
+    ord("T"): ("Truncate", _truncate),
+}
+
+
+def decode(payload: bytes | bytearray | memoryview) -> Message:
+    """Decode one whole pgoutput v1 message.
+
+    Raises DecodeError, and nothing else, for any payload that is not exactly one well-formed
+    message.
+    """
+    # One copy for non-bytes input buys bytes.index and slices that are bytes, not views.
+    data = payload if isinstance(payload, bytes) else bytes(payload)
+    if not data:
+        raise DecodeError("empty pgoutput message")
+    tag = data[0]
+    entry = _PARSERS.get(tag)
+    if entry is None:
+        raise DecodeError(f"unknown pgoutput message type {chr(tag)!r} (0x{tag:02x}) at offset 0")
+    kind, parse = entry
+    try:
+        message, pos = parse(data, 1)
+    except DecodeError as exc:
+        raise DecodeError(f"pgoutput {kind} ({chr(tag)!r}) message: {exc}") from None
+    except (struct.error, IndexError) as exc:
+        # struct.error names the offset it wanted; IndexError comes from a single-byte field.
+        raise DecodeError(
+            f"pgoutput {kind} ({chr(tag)!r}) message of {len(data)} bytes is truncated: {exc}"
+        ) from None
+    if pos != len(data):
+        raise DecodeError(
+            f"pgoutput {kind} ({chr(tag)!r}) message has {len(data) - pos} trailing bytes"
+            f" at offset {pos}"
+        )
+    return message
+
+
+def row_as_text(relation: Relation, row: Row) -> dict[str, str | Unchanged | None]:
+    """Map a row of text-format values to the relation's column names, decoding UTF-8.
+
+    Assumes the text format (we never request binary) and a UTF-8 server encoding. Raises
+    DecodeError if the row does not fit the relation, which means the caller used a stale
+    :class:`Relation`, or if a value is not UTF-8.
+    """
+    columns = relation.columns
+    if len(row) != len(columns):
+        raise DecodeError(
+            f"row has {len(row)} values but relation {relation.namespace}.{relation.name}"
+            f" has {len(columns)} columns"
+        )
+    result: dict[str, str | Unchanged | None] = {}
+    for column, value in zip(columns, row, strict=True):
+        if isinstance(value, bytes):
+            try:
+                result[column.name] = value.decode()
+            except UnicodeDecodeError as exc:
+                raise DecodeError(
+                    f"value of column {column.name!r} is not UTF-8 ({exc.reason})"
+                ) from None
+        else:
+            result[column.name] = value
+    return result

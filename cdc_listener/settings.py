@@ -1,0 +1,58 @@
+"""The listener process's settings: the shared cache settings plus the change source."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from mescache.settings import CacheSettings
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+class ListenerSettings(CacheSettings):
+    """Built once in main() and handed down."""
+
+    cdc_mode: Literal["logical", "notify"] = Field(
+        default="logical", description="logical replication (pgoutput) or LISTEN/NOTIFY outbox"
+    )
+    cdc_slot: str = Field(default="orders_cache", description="logical replication slot")
+    cdc_publication: str = Field(default="orders_cache", description="publication to read")
+    cdc_refresh: bool = Field(
+        default=False,
+        description="refresh hot keys (dashboard, order rows) instead of deleting them",
+    )
+    cdc_max_keys: int = Field(
+        default=10_000, ge=1, description="past this many keys a batch drops whole families"
+    )
+    cdc_batch_commits: int = Field(
+        default=1000, ge=1, description="apply at the latest after this many commits"
+    )
+    cdc_status_interval: float = Field(
+        default=1.0, gt=0, description="how often to confirm the position to the server, s"
+    )
+    cdc_heartbeat_interval: float = Field(
+        default=30.0, ge=0, description="emit a WAL heartbeat this often when idle, s (0: off)"
+    )
+    cdc_recheck_delay: float = Field(
+        default=0.2,
+        ge=0,
+        description="repeat each batch's actions after this delay to close the visibility "
+        "gap, s (0: off)",
+    )
+    cdc_standby_retry: float = Field(
+        default=2.0, gt=0, description="how often a standby retries the held slot, s"
+    )
+    cdc_notify_poll: float = Field(
+        default=5.0, gt=0, description="drain the outbox at least this often, s"
+    )
+
+    @field_validator("cdc_slot", "cdc_publication")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        # These end up in replication commands, which take no parameters.
+        if not _IDENT.fullmatch(value):
+            raise ValueError("must be a lowercase SQL identifier (a-z, 0-9, _; 63 at most)")
+        return value

@@ -1,0 +1,121 @@
+"""A small asyncio transport for the streaming replication protocol over psycopg's pgconn.
+
+psycopg has no replication API, but a connection opened with ``replication="database"``
+accepts START_REPLICATION and its pgconn exposes the CopyBoth primitives. Waiting is done
+with the event loop's reader/writer callbacks; `get_copy_data` is only ever called in its
+non-blocking form (the blocking one would hold the GIL). Framing lives in
+cdc_listener.replication; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import TupleRow
+
+from cdc_listener.errors import ListenerError, SlotInUse, StreamEnded
+
+_OBJECT_IN_USE = b"55006"
+
+
+class ReplicationStream:
+    """One replication connection in CopyBoth mode."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        self._conn = conn
+        self._pg = conn.pgconn
+        self._pg.nonblocking = 1
+
+    @classmethod
+    async def connect(cls, conninfo: str) -> ReplicationStream:
+        conn = await psycopg.AsyncConnection.connect(
+            conninfo, replication="database", autocommit=True
+        )
+        return cls(conn)
+
+    async def start(self, slot: str, publication: str) -> None:
+        """START_REPLICATION from the slot's confirmed position (0/0 means "the slot's")."""
+        # Replication commands take no parameters; both names are validated identifiers.
+        command = (
+            f"START_REPLICATION SLOT {slot} LOGICAL 0/0 "
+            f"(proto_version '1', publication_names '{publication}')"
+        )
+        self._pg.send_query(command.encode())
+        await self._flush()
+        while True:
+            self._pg.consume_input()
+            if not self._pg.is_busy():
+                break
+            await self._wait(readable=True, within=None)
+        result = self._pg.get_result()
+        if result is None:
+            raise StreamEnded("no answer to START_REPLICATION")
+        if result.status == pq.ExecStatus.COPY_BOTH:
+            return
+        message = result.get_error_message() or self._pg.get_error_message()
+        if result.error_field(pq.DiagnosticField.SQLSTATE) == _OBJECT_IN_USE:
+            raise SlotInUse(message.strip())
+        raise ListenerError(f"START_REPLICATION failed: {message.strip()}")
+
+    def read_nowait(self) -> memoryview | None:
+        """The next CopyData body if one is already here, else None."""
+        size, data = self._pg.get_copy_data(1)
+        if size == 0:
+            self._pg.consume_input()
+            size, data = self._pg.get_copy_data(1)
+        if size > 0:
+            return data
+        if size == 0:
+            return None
+        result = self._pg.get_result()
+        detail = result.get_error_message() if result is not None else ""
+        raise StreamEnded(
+            f"replication stream ended: {detail or self._pg.get_error_message()}".strip()
+        )
+
+    async def read(self, within: float) -> memoryview | None:
+        """The next CopyData body, or None if nothing arrived `within` seconds."""
+        data = self.read_nowait()
+        if data is not None:
+            return data
+        if not await self._wait(readable=True, within=within):
+            return None
+        return self.read_nowait()
+
+    async def send(self, body: bytes) -> None:
+        if self._pg.put_copy_data(body) != 1:
+            raise StreamEnded(f"could not send: {self._pg.get_error_message()}")
+        await self._flush()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _flush(self) -> None:
+        while self._pg.flush() == 1:
+            await self._wait(readable=False, within=None)
+
+    async def _wait(self, readable: bool, within: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        fd = self._pg.socket
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        if readable:
+            loop.add_reader(fd, wake)
+        else:
+            loop.add_writer(fd, wake)
+        try:
+            await asyncio.wait_for(ready, within)
+        except TimeoutError:
+            return False
+        finally:
+            if readable:
+                loop.remove_reader(fd)
+            else:
+                loop.remove_writer(fd)
+        return True

@@ -1,0 +1,145 @@
+"""The rule: which cached keys a committed change touches. Pure, shared by both sources.
+
+An order's insert, update or delete touches ``order:{id}``, the status families of its old
+and new status, ``orders:dashboard`` when either status is active (new or in_progress),
+and ``orders:new`` when either status is new (it enters, leaves, or changes while new).
+Without the old row of an update or delete (the table lost REPLICA IDENTITY FULL), every
+list is touched. A change to a model or a material touches the price families that
+depend on it. TRUNCATE touches every key of the table's families.
+
+`Touched` is a set of abstract targets; the listener turns it into Redis actions
+(invalidate or refresh). A burst of changes merges into one `Touched`, and `bound()`
+swaps a huge set of ids for "the whole family" so memory stays flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mescache.orders import ACTIVE, STATUSES
+
+Operation = Literal["insert", "update", "delete", "truncate"]
+CACHED_TABLES = frozenset({"orders", "models", "materials"})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed row change (or a TRUNCATE) of a cached table, values as text."""
+
+    table: str
+    op: Operation
+    old: Mapping[str, object] | None = None
+    new: Mapping[str, object] | None = None
+
+
+@dataclass(slots=True)
+class Touched:
+    """The targets a change (or a burst of them) touches."""
+
+    orders: set[int] = field(default_factory=set)
+    all_orders: bool = False
+    statuses: set[str] = field(default_factory=set)
+    dashboard: bool = False
+    newest: bool = False
+    price_models: set[int] = field(default_factory=set)
+    price_materials: set[int] = field(default_factory=set)
+    all_prices: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.orders
+            or self.all_orders
+            or self.statuses
+            or self.dashboard
+            or self.newest
+            or self.price_models
+            or self.price_materials
+            or self.all_prices
+        )
+
+    def update(self, other: Touched) -> None:
+        self.orders |= other.orders
+        self.all_orders |= other.all_orders
+        self.statuses |= other.statuses
+        self.dashboard |= other.dashboard
+        self.newest |= other.newest
+        self.price_models |= other.price_models
+        self.price_materials |= other.price_materials
+        self.all_prices |= other.all_prices
+
+    def bound(self, max_keys: int) -> None:
+        """Past `max_keys` ids of a kind, touch the whole family instead of each key."""
+        if len(self.orders) > max_keys:
+            self.orders.clear()
+            self.all_orders = True
+        if len(self.price_models) + len(self.price_materials) > max_keys:
+            self.price_models.clear()
+            self.price_materials.clear()
+            self.all_prices = True
+
+    def key_count(self) -> int:
+        return len(self.orders) + len(self.price_models) + len(self.price_materials)
+
+
+def _every_list(touched: Touched) -> None:
+    touched.statuses.update(STATUSES)
+    touched.dashboard = True
+    touched.newest = True
+
+
+def _row_id(row: Mapping[str, object] | None) -> int | None:
+    value = None if row is None else row.get("id")
+    return int(value) if isinstance(value, str | int) else None
+
+
+def _status(row: Mapping[str, object] | None) -> str | None:
+    value = None if row is None else row.get("status")
+    return value if isinstance(value, str) else None
+
+
+def _orders(change: Change) -> Touched:
+    touched = Touched()
+    if change.op == "truncate":
+        touched.all_orders = True
+        _every_list(touched)
+        return touched
+    for row in (change.old, change.new):
+        order_id = _row_id(row)
+        if order_id is not None:
+            touched.orders.add(order_id)
+    old_missing = change.op != "insert" and _status(change.old) is None
+    if old_missing or (change.op != "delete" and _status(change.new) is None):
+        # Without both statuses we cannot tell which lists held the order.
+        _every_list(touched)
+        return touched
+    statuses = {s for s in (_status(change.old), _status(change.new)) if s is not None}
+    touched.statuses = statuses
+    touched.dashboard = bool(statuses & ACTIVE)
+    touched.newest = "new" in statuses
+    return touched
+
+
+def _catalogue(change: Change, ids: str) -> Touched:
+    touched = Touched()
+    if change.op == "truncate":
+        touched.all_prices = True
+        return touched
+    target = touched.price_models if ids == "models" else touched.price_materials
+    for row in (change.old, change.new):
+        row_id = _row_id(row)
+        if row_id is not None:
+            target.add(row_id)
+    if not target:
+        touched.all_prices = True
+    return touched
+
+
+def touched_by(change: Change) -> Touched:
+    """The targets one change touches; tables that are not cached touch nothing."""
+    if change.table == "orders":
+        return _orders(change)
+    if change.table in ("models", "materials"):
+        return _catalogue(change, change.table)
+    return Touched()

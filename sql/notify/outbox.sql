@@ -1,0 +1,52 @@
+-- Source 2 (CDC_MODE=notify), for databases that cannot run wal_level=logical.
+-- DBA-owned: apply it once (`cdc-listener install-notify` does). Every change of a cached
+-- table records a row in cache_outbox in the same transaction, so it is as durable as the
+-- change itself, and wakes the listener with NOTIFY. A lost notify loses nothing: the
+-- listener also drains the outbox periodically, and deletes rows only after Redis has them.
+-- Idempotent.
+
+CREATE TABLE IF NOT EXISTS cache_outbox (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name  text NOT NULL,
+    op          text NOT NULL CHECK (op IN ('insert', 'update', 'delete', 'truncate')),
+    old_id      bigint,
+    new_id      bigint,
+    old_status  text,
+    new_status  text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION cache_outbox_record() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- to_jsonb() reads id and status from any of the cached tables (models have no status).
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO cache_outbox (table_name, op) VALUES (TG_TABLE_NAME, 'truncate');
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO cache_outbox (table_name, op, new_id, new_status)
+        VALUES (TG_TABLE_NAME, 'insert', NEW.id, to_jsonb(NEW) ->> 'status');
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO cache_outbox (table_name, op, old_id, new_id, old_status, new_status)
+        VALUES (TG_TABLE_NAME, 'update', OLD.id, NEW.id,
+                to_jsonb(OLD) ->> 'status', to_jsonb(NEW) ->> 'status');
+    ELSE
+        INSERT INTO cache_outbox (table_name, op, old_id, old_status)
+        VALUES (TG_TABLE_NAME, 'delete', OLD.id, to_jsonb(OLD) ->> 'status');
+    END IF;
+    PERFORM pg_notify('orders_cache', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER orders_cache_outbox AFTER INSERT OR UPDATE OR DELETE ON orders
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER orders_cache_outbox_truncate AFTER TRUNCATE ON orders
+    FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER models_cache_outbox AFTER INSERT OR UPDATE OR DELETE ON models
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER models_cache_outbox_truncate AFTER TRUNCATE ON models
+    FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER materials_cache_outbox AFTER INSERT OR UPDATE OR DELETE ON materials
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER materials_cache_outbox_truncate AFTER TRUNCATE ON materials
+    FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();

@@ -1,0 +1,194 @@
+"""Tests of the CopyBoth framing (XLogData, keepalive, standby status) and the LSN helpers."""
+
+import json
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdc_listener.errors import DecodeError
+from cdc_listener.pgoutput import Commit, decode
+from cdc_listener.replication import (
+    Keepalive,
+    XLogData,
+    format_lsn,
+    parse_copy_data,
+    parse_lsn,
+    pg_now,
+    standby_status,
+)
+
+MAX_LSN = 2**64 - 1
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pgoutput" / "captured.json"
+
+
+def xlog_frame(start: int, end: int, send_time: int, payload: bytes) -> bytes:
+    return struct.pack(">cQQq", b"w", start, end, send_time) + payload
+
+
+def keepalive_frame(end: int, send_time: int, reply: int) -> bytes:
+    return struct.pack(">cQqB", b"k", end, send_time, reply)
+
+
+def test_xlogdata_is_parsed_and_its_payload_is_a_view() -> None:
+    buf = xlog_frame(0x16B374D848, 0x16B374D900, 123_456_789, b"payload")
+    frame = parse_copy_data(buf)
+    assert isinstance(frame, XLogData)
+    assert (frame.start, frame.end, frame.send_time) == (0x16B374D848, 0x16B374D900, 123_456_789)
+    assert isinstance(frame.payload, memoryview)
+    assert bytes(frame.payload) == b"payload"
+    assert frame.payload.obj is buf  # no copy of the payload
+
+
+def test_xlogdata_may_be_empty_but_not_shorter_than_its_header() -> None:
+    frame = parse_copy_data(xlog_frame(1, 2, 3, b""))
+    assert isinstance(frame, XLogData)
+    assert len(frame.payload) == 0
+    with pytest.raises(DecodeError, match="24 bytes is shorter than its 25-byte header"):
+        parse_copy_data(xlog_frame(1, 2, 3, b"")[:-1])
+
+
+def test_xlogdata_carries_a_captured_pgoutput_message() -> None:
+    entry = next(e for e in json.loads(FIXTURE.read_text())["messages"] if e["kind"] == "C")
+    payload = bytes.fromhex(entry["hex"])
+    frame = parse_copy_data(memoryview(xlog_frame(parse_lsn(entry["lsn"]), 0, 0, payload)))
+    assert isinstance(frame, XLogData)
+    assert format_lsn(frame.start) == entry["lsn"]
+    message = decode(frame.payload)
+    assert isinstance(message, Commit)
+    assert message == decode(payload)
+
+
+@pytest.mark.parametrize("reply", [0, 1])
+def test_keepalive_is_parsed(reply: int) -> None:
+    frame = parse_copy_data(keepalive_frame(MAX_LSN, 42, reply))
+    assert frame == Keepalive(MAX_LSN, 42, bool(reply))
+
+
+@pytest.mark.parametrize("length", [1, 17, 19, 40])
+def test_keepalive_of_wrong_length_is_rejected(length: int) -> None:
+    buf = (keepalive_frame(1, 2, 0) + bytes(30))[:length]
+    with pytest.raises(DecodeError, match=f"Keepalive \\('k'\\) message is {length} bytes"):
+        parse_copy_data(buf)
+
+
+def test_keepalive_reply_flag_must_be_a_bool() -> None:
+    with pytest.raises(DecodeError, match="reply flag is 2"):
+        parse_copy_data(keepalive_frame(1, 2, 2))
+
+
+@pytest.mark.parametrize("buf", [b"", b"r", b"d" + bytes(30), b"W" + bytes(30)])
+def test_other_messages_are_rejected(buf: bytes) -> None:
+    with pytest.raises(DecodeError):
+        parse_copy_data(buf)
+
+
+def test_views_of_other_formats_are_read_as_bytes() -> None:
+    buf = keepalive_frame(7, 8, 1)
+    assert parse_copy_data(memoryview(buf).cast("b")) == Keepalive(7, 8, True)
+    assert parse_copy_data(memoryview(bytearray(buf))) == Keepalive(7, 8, True)
+
+
+def test_standby_status_layout() -> None:
+    message = standby_status(10, 9, 8, 7)
+    assert len(message) == 34
+    assert struct.unpack(">cQQQQ?", message) == (b"r", 10, 9, 8, 7, False)
+    assert standby_status(MAX_LSN, 0, 0, 1, reply=True)[-1] == 1
+
+
+@pytest.mark.parametrize(
+    "args", [(-1, 0, 0, 0), (0, MAX_LSN + 1, 0, 0), (0, 0, -5, 0), (0, 0, 0, -1)]
+)
+def test_standby_status_rejects_out_of_range_values(args: tuple[int, int, int, int]) -> None:
+    with pytest.raises(ValueError, match=r"outside|non-negative"):
+        standby_status(*args)
+
+
+def test_pg_now_counts_microseconds_from_2000() -> None:
+    expected = (datetime.now(UTC) - datetime(2000, 1, 1, tzinfo=UTC)).total_seconds() * 1e6
+    assert abs(pg_now() - expected) < 5e6
+    assert isinstance(pg_now(), int)
+
+
+@pytest.mark.parametrize(
+    ("lsn", "text"),
+    [
+        (0, "0/0"),
+        (1, "0/1"),
+        (0x16B374D848, "16/B374D848"),
+        (0xFFFF_FFFF, "0/FFFFFFFF"),
+        (0x1_0000_0000, "1/0"),
+        (0xABCDEF, "0/ABCDEF"),
+        (MAX_LSN, "FFFFFFFF/FFFFFFFF"),
+    ],
+)
+def test_format_and_parse_lsn(lsn: int, text: str) -> None:
+    assert format_lsn(lsn) == text
+    assert parse_lsn(text) == lsn
+    assert parse_lsn(text.lower()) == lsn
+
+
+def test_parse_lsn_accepts_zero_padding_up_to_eight_digits() -> None:
+    assert parse_lsn("00000016/0B374D84") == 0x16_0B374D84
+
+
+@pytest.mark.parametrize("lsn", [-1, MAX_LSN + 1])
+def test_format_lsn_rejects_out_of_range(lsn: int) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        format_lsn(lsn)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "/",
+        "16/",
+        "/1",
+        "16",
+        "16/B374D848/",
+        " 16/1",
+        "16/1 ",
+        "16/1\n",
+        "G/1",
+        "0x16/1",
+        "123456789/0",
+        "0/123456789",
+        "16-1",
+        "+1/1",
+        "-1/1",
+        "\u0663/1",
+        "1_0/1",
+        "16//1",
+    ],
+)
+def test_parse_lsn_rejects_bad_text(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid LSN"):
+        parse_lsn(text)
+
+
+@settings(database=None, deadline=None)
+@given(st.integers(0, MAX_LSN))
+def test_lsn_round_trip(lsn: int) -> None:
+    assert parse_lsn(format_lsn(lsn)) == lsn
+
+
+@settings(database=None, deadline=None)
+@given(
+    st.integers(0, MAX_LSN),
+    st.integers(0, MAX_LSN),
+    st.integers(-(2**63), 2**63 - 1),
+    st.binary(max_size=64),
+)
+def test_xlogdata_round_trip(start: int, end: int, send_time: int, payload: bytes) -> None:
+    frame = parse_copy_data(xlog_frame(start, end, send_time, payload))
+    assert isinstance(frame, XLogData)
+    assert (frame.start, frame.end, frame.send_time, bytes(frame.payload)) == (
+        start,
+        end,
+        send_time,
+        payload,
+    )
