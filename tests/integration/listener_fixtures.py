@@ -18,6 +18,8 @@ from cdc_listener.settings import ListenerSettings
 def listener_settings(database_url: str, redis_url: str, **overrides: object) -> ListenerSettings:
     values: dict[str, object] = {
         "database_url": database_url,
+        # slots are named cluster-wide: one per test database
+        "cdc_slot": "slot_" + database_url.rsplit("/", 1)[1],
         "redis_url": redis_url,
         "cdc_recheck_delay": 0.05,
         "cdc_standby_retry": 0.3,
