@@ -56,7 +56,7 @@ def spawn_listener(settings: ListenerSettings) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "cdc_listener.cli", "run"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=None,  # inherited: pytest shows it when a test fails
     )
 
 
