@@ -30,10 +30,9 @@ from cdc_listener.errors import DecodeError
 
 @final
 class Unchanged:
-    """Marker for a TOASTed value the server did not send because the change left it alone.
+    """A TOASTed value the server did not send because the change left it alone.
 
-    There is exactly one instance, :data:`UNCHANGED`; compare with ``is``. It must never be
-    written to a cache as a value: the caller keeps the value it already has.
+    The one instance is :data:`UNCHANGED` (compare with ``is``); the caller keeps its old value.
     """
 
     __slots__ = ()
@@ -110,10 +109,10 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class Relation:
-    """'R': the shape of a table; sent before its first change and again after any DDL.
+    """'R': a table's shape; sent before its first change in a stream and again after DDL.
 
-    ``namespace`` is empty for ``pg_catalog``, as the server sends it.
-    ``replica_identity`` is one of ``d`` (default), ``n`` (nothing), ``f`` (full), ``i`` (index).
+    ``replica_identity`` is ``d`` (default), ``n`` (nothing), ``f`` (full) or ``i`` (index).
+    With ``f`` the server flags every column as a key column.
     """
 
     oid: int
@@ -142,11 +141,10 @@ class Insert:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """'U': a changed row.
+    """'U': a changed row; ``old`` and ``old_kind`` are None unless the server sent an old row.
 
-    ``old`` is present only when the server sent it: ``old_kind`` ``'O'`` is the whole old row
-    (REPLICA IDENTITY FULL), ``'K'`` only its key (the key changed). Otherwise both are None and
-    the key is unchanged and taken from ``new``.
+    ``old_kind`` ``'O'`` is the whole old row (REPLICA IDENTITY FULL); ``'K'`` the old key, sent
+    when it changed: every column, but non-key ones are None without being NULL.
     """
 
     relation_oid: int
@@ -157,7 +155,7 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """'D': a removed row, identified by its key (``old_kind`` ``'K'``) or whole row (``'O'``)."""
+    """'D': a removed row: its whole row (``old_kind`` ``'O'``) or key (``'K'``, as in Update)."""
 
     relation_oid: int
     old: Row
@@ -186,7 +184,6 @@ Message: TypeAlias = (
     Begin | Commit | Origin | Relation | TypeInfo | Insert | Update | Delete | Truncate
 )
 
-# Compiled once: struct caches formats too, but a lookup per field would still cost.
 _BEGIN: Final = struct.Struct(">QqI")
 _COMMIT: Final = struct.Struct(">BQQq")
 _LSN: Final = struct.Struct(">Q")
@@ -339,9 +336,7 @@ def _truncate(data: bytes, pos: int) -> tuple[Message, int]:
     return Truncate(options, oids), pos + 4 * count
 
 
-_Parser: TypeAlias = Callable[[bytes, int], tuple[Message, int]]
-
-_PARSERS: Final[dict[int, tuple[str, _Parser]]] = {
+_PARSERS: Final[dict[int, tuple[str, Callable[[bytes, int], tuple[Message, int]]]]] = {
     ord("B"): ("Begin", _begin),
     ord("C"): ("Commit", _commit),
     ord("O"): ("Origin", _origin),
@@ -355,11 +350,7 @@ _PARSERS: Final[dict[int, tuple[str, _Parser]]] = {
 
 
 def decode(payload: bytes | bytearray | memoryview) -> Message:
-    """Decode one whole pgoutput v1 message.
-
-    Raises DecodeError, and nothing else, for any payload that is not exactly one well-formed
-    message.
-    """
+    """Decode one whole pgoutput v1 message; raise DecodeError, and only that, for anything else."""
     # One copy for non-bytes input buys bytes.index and slices that are bytes, not views.
     data = payload if isinstance(payload, bytes) else bytes(payload)
     if not data:

@@ -216,9 +216,8 @@ def _serve(env: dict[str, str]) -> int:
     """Run the API and the listener until one exits or we are told to stop."""
     procs = [
         subprocess.Popen([sys.executable, "-m", "api.main"], env=env),
+        subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=env),
     ]
-    if Path(__file__).resolve().parent.parent.joinpath("cdc_listener", "cli.py").exists():
-        procs.append(subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=env))
     stopping = False
 
     def stop(_sig: int, _frame: object) -> None:

@@ -96,6 +96,38 @@ async def test_kill_9_mid_transaction_then_restart_leaves_nothing_stale(
         drop_slot(database_url, settings.cdc_slot)
 
 
+async def test_kill_9_while_a_large_commit_streams_then_restart(
+    client: httpx.AsyncClient,
+    redis_client: redis.asyncio.Redis,
+    database_url: str,
+    redis_url: str,
+) -> None:
+    settings = listener_settings(database_url, redis_url, cdc_recheck_delay=0)
+    proc = spawn_listener(settings)
+    await wait_ready(settings)
+    ids = list(all_orders(database_url))[:100]
+    for order_id in ids:
+        await client.get(f"/orders/{order_id}")
+    # ~12,000 row changes in one commit: the listener is still receiving or applying it
+    # when it dies, so the restarted one must get the whole transaction again.
+    statements = ["UPDATE orders SET quantity = quantity + 1"] * 40
+    statements.append(f"UPDATE orders SET status = 'cancelled' WHERE id <= {ids[-1]}")
+    dba(database_url, *statements)
+    await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    for order_id in ids:  # readers fill what was invalidated while nobody listens
+        await client.get(f"/orders/{order_id}")
+    restarted = spawn_listener(settings)
+    try:
+        await wait_ready(settings)
+        await no_stale_key(redis_client, database_url)
+    finally:
+        restarted.terminate()
+        assert restarted.wait(20) == 0
+        drop_slot(database_url, settings.cdc_slot)
+
+
 async def test_a_standby_takes_over_when_the_active_listener_dies(
     client: httpx.AsyncClient,
     redis_client: redis.asyncio.Redis,
