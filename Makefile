@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ unit: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Needs wrk for the API side (apt-get install wrk); results go in BENCHMARKS.md by hand.
+bench: $(STAMP)
+	$(BIN)/python -m bench.api_bench
+	$(BIN)/python -m bench.listener_bench
 
 clean:
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from mescache import reads
 from mescache.db import Pool
-from mescache.keys import KeySchema
+from mescache.keys import CacheKey, KeySchema
 from mescache.orders import Order, dump_order
 from mescache.rules import Touched
 from mescache.settings import CacheSettings
@@ -80,6 +80,7 @@ class Applier:
             dashboard = await reads.dashboard_json(self.pool)
 
         pipe = store.redis.pipeline(transaction=False)
+        stale: list[CacheKey] = []
         for order_id in touched.orders:
             key = keys.order(order_id)
             image, lsn = batch.images.get(order_id, (None, 0))
@@ -89,21 +90,21 @@ class Applier:
                     pipe, key, body, self.settings.ttl_order, lsn_version(lsn)
                 )
             else:
-                await store.queue_invalidate(pipe, key)
+                stale.append(key)
+        if touched.newest:
+            stale.append(keys.new_orders())
+        if touched.dashboard and dashboard is None:
+            stale.append(keys.dashboard())
+        await store.queue_invalidate(pipe, *stale)
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
         families += [keys.price_family_of_material(m) for m in sorted(touched.price_materials)]
         for family in families:
             await store.queue_invalidate_family(pipe, family, keys.family_fence(family))
-        if touched.dashboard:
-            if dashboard is not None:
-                await store.queue_refresh(
-                    pipe, keys.dashboard(), dashboard, self.settings.ttl_dashboard, None
-                )
-            else:
-                await store.queue_invalidate(pipe, keys.dashboard())
-        if touched.newest:
-            await store.queue_invalidate(pipe, keys.new_orders())
+        if dashboard is not None:
+            await store.queue_refresh(
+                pipe, keys.dashboard(), dashboard, self.settings.ttl_dashboard, None
+            )
         await pipe.execute()
         log.debug(
             "applied commits=%d orders=%d families=%d lsn=%X",

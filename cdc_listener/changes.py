@@ -7,7 +7,7 @@ cached one by OID.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from psycopg.abc import Loader
@@ -23,7 +23,6 @@ from cdc_listener.pgoutput import (
     Row,
     Truncate,
     Update,
-    row_as_text,
 )
 from mescache.orders import ORDER_COLUMNS, Order
 from mescache.rules import Change
@@ -32,19 +31,53 @@ RowChange = Insert | Update | Delete | Truncate
 
 
 class RelationCache:
-    """The latest Relation message of each table OID."""
+    """The latest Relation message of each table OID, with its column positions."""
 
     def __init__(self) -> None:
-        self._by_oid: dict[int, Relation] = {}
+        self._by_oid: dict[int, tuple[Relation, dict[str, int]]] = {}
 
     def remember(self, relation: Relation) -> None:
-        self._by_oid[relation.oid] = relation
+        positions = {column.name: i for i, column in enumerate(relation.columns)}
+        self._by_oid[relation.oid] = (relation, positions)
 
     def get(self, oid: int) -> Relation:
+        return self._entry(oid)[0]
+
+    def view(self, oid: int, row: Row) -> RowView:
+        relation, positions = self._entry(oid)
+        if len(row) != len(relation.columns):
+            raise ListenerError(
+                f"row of {len(row)} values for {relation.name}, which has"
+                f" {len(relation.columns)} columns"
+            )
+        return RowView(positions, row)
+
+    def _entry(self, oid: int) -> tuple[Relation, dict[str, int]]:
         try:
             return self._by_oid[oid]
         except KeyError:
             raise ListenerError(f"change for relation {oid} before its Relation message") from None
+
+
+class RowView(Mapping[str, object]):
+    """A row image read by column name, decoding only the columns asked for: the rule
+    reads two of them, so decoding every value of every row would be wasted work."""
+
+    __slots__ = ("_positions", "_row")
+
+    def __init__(self, positions: dict[str, int], row: Row) -> None:
+        self._positions = positions
+        self._row = row
+
+    def __getitem__(self, name: str) -> object:
+        value = self._row[self._positions[name]]
+        return value.decode() if isinstance(value, bytes) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._positions)
+
+    def __len__(self) -> int:
+        return len(self._positions)
 
 
 def changes_of(message: RowChange, relations: RelationCache) -> Iterator[Change]:
@@ -53,14 +86,15 @@ def changes_of(message: RowChange, relations: RelationCache) -> Iterator[Change]
         for oid in message.relation_oids:
             yield Change(relations.get(oid).name, "truncate")
         return
-    relation = relations.get(message.relation_oid)
+    oid = message.relation_oid
+    table = relations.get(oid).name
     if isinstance(message, Insert):
-        yield Change(relation.name, "insert", new=row_as_text(relation, message.new))
+        yield Change(table, "insert", new=relations.view(oid, message.new))
     elif isinstance(message, Update):
-        old = None if message.old is None else row_as_text(relation, message.old)
-        yield Change(relation.name, "update", old=old, new=row_as_text(relation, message.new))
+        old = None if message.old is None else relations.view(oid, message.old)
+        yield Change(table, "update", old=old, new=relations.view(oid, message.new))
     else:
-        yield Change(relation.name, "delete", old=row_as_text(relation, message.old))
+        yield Change(table, "delete", old=relations.view(oid, message.old))
 
 
 class RowImages:

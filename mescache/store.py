@@ -53,12 +53,16 @@ end
 return 1
 """
 
+# KEYS holds (value, fence, lease) triples: one call invalidates a whole slice of keys.
 _INVALIDATE = """
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return 1
+for i = 1, #KEYS, 3 do
+  redis.call('DEL', KEYS[i], KEYS[i + 2])
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+end
+return #KEYS / 3
 """
+_INVALIDATE_SLICE = 300  # keys per call: long scripts would stall other clients
 
 # Members are deleted in slices: unpack() of a huge table overflows Lua's stack.
 _INVALIDATE_FAMILY = """
@@ -178,10 +182,14 @@ class RedisStore:
 
     # Listener side: queued on a pipeline so a whole batch is one round trip.
 
-    async def queue_invalidate(self, pipe: Pipeline, key: CacheKey) -> None:
-        await self._invalidate(
-            keys=[key.name, key.fence, key.lease], args=[FENCE_TTL_MS], client=pipe
-        )
+    async def queue_invalidate(self, pipe: Pipeline, *keys: CacheKey) -> None:
+        for start in range(0, len(keys), _INVALIDATE_SLICE):
+            names = [
+                name
+                for key in keys[start : start + _INVALIDATE_SLICE]
+                for name in (key.name, key.fence, key.lease)
+            ]
+            await self._invalidate(keys=names, args=[FENCE_TTL_MS], client=pipe)
 
     async def queue_invalidate_family(self, pipe: Pipeline, family: str, fence: str) -> None:
         await self._invalidate_family(keys=[family, fence], args=[FENCE_TTL_MS], client=pipe)

@@ -75,7 +75,11 @@ async def gone(r: redis.asyncio.Redis, *keys: str) -> None:
     async def check() -> bool:
         return await r.exists(*keys) == 0
 
-    await eventually(check, f"{keys} invalidated")
+    try:
+        await eventually(check, f"{keys} invalidated")
+    except AssertionError:
+        left = [k for k in keys if await r.exists(k)]
+        raise AssertionError(f"still cached: {left}") from None
 
 
 async def test_a_dbas_status_move_invalidates_exactly_what_the_rule_names(

@@ -1,0 +1,83 @@
+"""Shared set-up of the benchmarks: a private stack with the demo data, and processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mescache.demo import load_demo_data
+from mescache.devstack import PostgresServer, RedisServer, ensure_binaries, free_port
+from mescache.migrate import apply_migrations
+
+
+@dataclass
+class Stack:
+    database_url: str
+    redis_url: str
+    pg: PostgresServer
+    redis: RedisServer
+
+
+@contextmanager
+def private_stack() -> Iterator[Stack]:
+    bindir, redis_bin = ensure_binaries()
+    workdir = Path(tempfile.mkdtemp(prefix="mescache-bench-"))
+    workdir.chmod(0o755)
+    pg = PostgresServer(workdir / "pg", bindir)
+    redis = RedisServer(workdir / "redis", redis_bin)
+    pg.init()
+    pg.start()
+    redis.start()
+    try:
+        url = pg.create_database("bench")
+        apply_migrations(url)
+        load_demo_data(url)
+        yield Stack(url, redis.url(), pg, redis)
+    finally:
+        redis.stop()
+        pg.stop("immediate")
+
+
+def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    full = {**os.environ, **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *(["run"] if module == "cdc_listener.cli" else [])],
+        env=full,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def start_api(database_url: str, redis_url: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = spawn(
+        "api.main", {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "PORT": str(port)}
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("api did not start")
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
