@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mescache.demo import load_demo_data
-from mescache.devstack import PostgresServer, RedisServer, ensure_binaries, free_port
+from mescache.devstack import PostgresServer, RedisServer, free_port, start_servers
 from mescache.migrate import apply_migrations
 
 
@@ -28,14 +28,7 @@ class Stack:
 
 @contextmanager
 def private_stack() -> Iterator[Stack]:
-    bindir, redis_bin = ensure_binaries()
-    workdir = Path(tempfile.mkdtemp(prefix="mescache-bench-"))
-    workdir.chmod(0o755)
-    pg = PostgresServer(workdir / "pg", bindir)
-    redis = RedisServer(workdir / "redis", redis_bin)
-    pg.init()
-    pg.start()
-    redis.start()
+    pg, redis = start_servers(Path(tempfile.mkdtemp(prefix="mescache-bench-")))
     try:
         url = pg.create_database("bench")
         apply_migrations(url)

@@ -212,6 +212,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
 
+def start_servers(workdir: Path) -> tuple[PostgresServer, RedisServer]:
+    """A fresh PostgreSQL and Redis under `workdir` (tests and benchmarks)."""
+    bindir, redis_bin = ensure_binaries()
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)  # the postgres user must reach its data directory
+    pg = PostgresServer(workdir / "pg", bindir)
+    redis = RedisServer(workdir / "redis", redis_bin)
+    pg.init()
+    pg.start()
+    redis.start()
+    return pg, redis
+
+
 def _serve(env: dict[str, str]) -> int:
     """Run the API and the listener until one exits or we are told to stop."""
     procs = [

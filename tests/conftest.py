@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from mescache.demo import load_demo_data
-from mescache.devstack import PostgresServer, RedisServer, ensure_binaries
+from mescache.devstack import PostgresServer, RedisServer, start_servers
 from mescache.migrate import apply_migrations
 from mescache.settings import CacheSettings
 
@@ -47,14 +47,8 @@ class Servers:
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
-    bindir, redis_bin = ensure_binaries()
     workdir = Path(tempfile.mkdtemp(prefix="mescache-test-"))
-    workdir.chmod(0o755)  # the postgres user must reach its data directory
-    pg = PostgresServer(workdir / "pg", bindir)
-    rs = RedisServer(workdir / "redis", redis_bin)
-    pg.init()
-    pg.start()
-    rs.start()
+    pg, rs = start_servers(workdir)
     try:
         template_url = pg.create_database(TEMPLATE)
         apply_migrations(template_url)
