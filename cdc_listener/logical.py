@@ -112,8 +112,9 @@ class LogicalSource:
             await stream.close()
 
     async def _heartbeat(self) -> None:
-        """Write a tiny WAL record now and then: on a database where nothing at all is
-        written, the keepalives would otherwise never move and the slot never advance."""
+        """Write a tiny WAL record now and then. The slot's restart position only moves
+        when the server decodes new WAL past it; on a very quiet database this gives it
+        something to decode, so the WAL the slot holds stays small."""
         interval = self.settings.cdc_heartbeat_interval
         if interval <= 0:
             return
