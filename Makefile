@@ -37,6 +37,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python -m bench.api_bench
 	$(BIN)/python -m bench.listener_bench
+	$(BIN)/python -m bench.gap_checker
 
 clean:
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis
