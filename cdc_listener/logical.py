@@ -37,7 +37,7 @@ from cdc_listener.slot import check_wal_level, ensure_slot
 from cdc_listener.transport import ReplicationStream
 from mescache.keys import KeySchema
 from mescache.orders import Order
-from mescache.rules import Touched, touched_by
+from mescache.rules import Touched, add_change
 from mescache.store import RedisStore
 
 log = logging.getLogger("cdc_listener.logical")
@@ -223,8 +223,7 @@ class LogicalSource:
 
     def _collect(self, txn: _Transaction, message: Insert | Update | Delete | Truncate) -> None:
         for change in changes_of(message, self._relations):
-            touched = touched_by(change)
-            txn.touched.update(touched)
+            add_change(txn.touched, change)
             if change.table == "orders" and self.settings.cdc_refresh:
                 self._remember_image(txn, message)
         txn.touched.bound(self.settings.cdc_max_keys)

@@ -19,7 +19,7 @@ import psycopg
 from cdc_listener.apply import Applier, Batch
 from cdc_listener.errors import SourceUnavailable
 from cdc_listener.settings import ListenerSettings
-from mescache.rules import Change, touched_by
+from mescache.rules import Change, add_change
 
 log = logging.getLogger("cdc_listener.notify")
 
@@ -99,7 +99,7 @@ class NotifySource:
                     return total
                 batch = Batch()
                 for row in rows:
-                    batch.touched.update(touched_by(outbox_change(row[1:])))
+                    add_change(batch.touched, outbox_change(row[1:]))
                 batch.commits = len(rows)
                 batch.bound(self.settings.cdc_max_keys)
                 await self.applier.apply(batch)

@@ -99,47 +99,48 @@ def _status(row: Mapping[str, object] | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _orders(change: Change) -> Touched:
-    touched = Touched()
+def _orders(change: Change, touched: Touched) -> None:
     if change.op == "truncate":
         touched.all_orders = True
         _every_list(touched)
-        return touched
+        return
     for row in (change.old, change.new):
         order_id = _row_id(row)
         if order_id is not None:
             touched.orders.add(order_id)
-    old_missing = change.op != "insert" and _status(change.old) is None
-    if old_missing or (change.op != "delete" and _status(change.new) is None):
+    old, new = _status(change.old), _status(change.new)
+    if (change.op != "insert" and old is None) or (change.op != "delete" and new is None):
         # Without both statuses we cannot tell which lists held the order.
         _every_list(touched)
-        return touched
-    statuses = {s for s in (_status(change.old), _status(change.new)) if s is not None}
-    touched.statuses = statuses
-    touched.dashboard = bool(statuses & ACTIVE)
-    touched.newest = "new" in statuses
-    return touched
+        return
+    for status in (old, new):
+        if status is not None:
+            touched.statuses.add(status)
+            touched.dashboard |= status in ACTIVE
+            touched.newest |= status == "new"
 
 
-def _catalogue(change: Change, ids: str) -> Touched:
-    touched = Touched()
+def _catalogue(change: Change, touched: Touched) -> None:
     if change.op == "truncate":
         touched.all_prices = True
-        return touched
-    target = touched.price_models if ids == "models" else touched.price_materials
-    for row in (change.old, change.new):
-        row_id = _row_id(row)
-        if row_id is not None:
-            target.add(row_id)
-    if not target:
+        return
+    target = touched.price_models if change.table == "models" else touched.price_materials
+    ids = [_row_id(row) for row in (change.old, change.new)]
+    target.update(i for i in ids if i is not None)
+    if all(i is None for i in ids):
         touched.all_prices = True
-    return touched
+
+
+def add_change(touched: Touched, change: Change) -> None:
+    """Add the targets of one change to `touched` (a transaction's or a burst's set)."""
+    if change.table == "orders":
+        _orders(change, touched)
+    elif change.table in ("models", "materials"):
+        _catalogue(change, touched)
 
 
 def touched_by(change: Change) -> Touched:
     """The targets one change touches; tables that are not cached touch nothing."""
-    if change.table == "orders":
-        return _orders(change)
-    if change.table in ("models", "materials"):
-        return _catalogue(change, change.table)
-    return Touched()
+    touched = Touched()
+    add_change(touched, change)
+    return touched
