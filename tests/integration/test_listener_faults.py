@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio
 
 from mescache.keys import KeySchema
+from mescache.store import RedisStore
 from tests.integration.listener_fixtures import (
     InProcessListener,
     eventually,
@@ -337,3 +338,35 @@ async def test_sigterm_confirms_what_was_applied(
         ).fetchone()
     assert row == (True,)
     drop_slot(database_url, settings.cdc_slot)
+
+
+async def test_a_new_slot_flushes_the_namespace_before_ready(
+    client: httpx.AsyncClient,
+    redis_client: redis.asyncio.Redis,
+    database_url: str,
+    redis_url: str,
+) -> None:
+    settings = listener_settings(database_url, redis_url)
+    first = InProcessListener(settings)
+    await first.start()
+    await first.close()
+    await warm(client, 1)
+    dba(database_url, "UPDATE orders SET quantity = quantity + 1 WHERE id = 1")
+    drop_slot(database_url, settings.cdc_slot)  # the change above is lost with the slot
+    cached = await redis_client.dbsize()
+    assert cached > 0
+    # a fill that read the database before the flush must not land after it
+    ticket = await RedisStore(redis_client).begin_fill(KeySchema().order(2), 5, "t")
+    assert ticket.leased
+
+    second = InProcessListener(settings)
+    await second.start()
+    try:
+        assert await redis_client.exists("order:1", "orders:dashboard") == 0
+        assert not await RedisStore(redis_client).finish_fill(
+            KeySchema().order(2), b"old", 60, ticket.fence, "t"
+        )
+        assert (await client.get("/orders/1")).headers["x-cache"] == "miss"
+    finally:
+        await second.close()
+        drop_slot(database_url, settings.cdc_slot)
