@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mescache.orders import STATUSES
-
 
 @dataclass(frozen=True, slots=True)
 class CacheKey:
@@ -39,13 +37,13 @@ class KeySchema:
 
     def _key(self, name: str, family: str | None = None) -> CacheKey:
         full = self.prefix + name
-        fenced_by = self.prefix + family if family is not None else full
+        tag = None if family is None else self.prefix + family
         return CacheKey(
             name=full,
-            fence=f"{fenced_by}#fence",
+            fence=self.family_fence(tag or full),
             lease=f"{full}#lease",
             epoch=self.epoch(),
-            tag=self.prefix + family if family is not None else None,
+            tag=tag,
         )
 
     def epoch(self) -> str:
@@ -70,7 +68,7 @@ class KeySchema:
         return self._key(f"{family}:page:{start}:{limit}", family=family)
 
     def family_fence(self, family: str) -> str:
-        """The fence of a tag-set family, given the family's full name."""
+        """The fence of a key, or of a tag-set family (given its full name)."""
         return f"{family}#fence"
 
     def price_family_of_model(self, model_id: int) -> str:
@@ -80,9 +78,6 @@ class KeySchema:
     def price_family_of_material(self, material_id: int) -> str:
         """The tag set of every cached price computed with one material."""
         return f"{self.prefix}price:material:{material_id}"
-
-    def all_status_families(self) -> list[str]:
-        return [self.status_family(s) for s in STATUSES]
 
     def orders_pattern(self) -> str:
         """Every ``order:{id}`` key and its companions."""

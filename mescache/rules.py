@@ -79,9 +79,6 @@ class Touched:
             self.price_materials.clear()
             self.all_prices = True
 
-    def key_count(self) -> int:
-        return len(self.orders) + len(self.price_models) + len(self.price_materials)
-
 
 def _every_list(touched: Touched) -> None:
     touched.statuses.update(STATUSES)

@@ -14,12 +14,6 @@ def test_default_names_follow_the_contract() -> None:
     page = keys.status_page("new", None, 50)
     assert page.name.startswith("orders:status:new:")
     assert page.tag == "orders:status:new"
-    assert keys.all_status_families() == [
-        "orders:status:new",
-        "orders:status:in_progress",
-        "orders:status:done",
-        "orders:status:cancelled",
-    ]
 
 
 def test_pages_share_their_family_fence_and_keys_have_their_own() -> None:
