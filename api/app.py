@@ -1,7 +1,10 @@
-"""The FastAPI application: its lifespan owns the pool, the Redis client and the cache."""
+"""The FastAPI application: its lifespan owns the pool, the Redis client and the cache,
+and stores the operator key of OPERATOR_API_KEY (hashed) before serving."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,17 +12,48 @@ from contextlib import asynccontextmanager
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
+from api import apikeys
+from api.apikeys import Principal
 from api.breaker import RedisBreaker
 from api.context import AppContext
+from api.keycache import KeyVerifier, Lookup
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
-from mescache.db import make_pool
+from mescache.db import Pool, make_pool
 from mescache.keys import KeySchema
 from mescache.store import RedisStore, make_redis
 
 log = logging.getLogger("api")
+
+_PROVISION_RETRY = 2.0  # s between attempts to store OPERATOR_API_KEY while the database is down
+
+
+async def provision_operator_key(pool: Pool, key: SecretStr) -> None:
+    """Store OPERATOR_API_KEY hashed, retrying until the database answers."""
+    while True:
+        try:
+            async with pool.connection() as conn:
+                info = await apikeys.provision_operator(conn, key.get_secret_value())
+        except psycopg.OperationalError as exc:
+            log.warning("cannot store OPERATOR_API_KEY yet, retrying: %s", exc)
+            await asyncio.sleep(_PROVISION_RETRY)
+            continue
+        if info.revoked_at is not None:
+            log.warning("OPERATOR_API_KEY (prefix=%s) was revoked: set a new one", info.prefix)
+        else:
+            log.info("operator key from OPERATOR_API_KEY ready prefix=%s", info.prefix)
+        return
+
+
+def _key_lookup(pool: Pool) -> Lookup:
+    async def lookup(digest: bytes) -> Principal | None:
+        async with pool.connection() as conn:
+            return await apikeys.verify(conn, digest)
+
+    return lookup
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -40,10 +74,29 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             keys=KeySchema(cfg.key_prefix),
             cache=ReadThrough(store, breaker, lease=cfg.fill_lease, wait=cfg.fill_wait),
             breaker=breaker,
+            auth=KeyVerifier(
+                _key_lookup(pool),
+                ttl=cfg.auth_cache_ttl,
+                max_entries=cfg.auth_cache_size,
+                max_lookups=cfg.auth_max_lookups,
+            ),
         )
+        provisioning: asyncio.Task[None] | None = None
         try:
+            if cfg.operator_api_key is not None:
+                provisioning = asyncio.create_task(
+                    provision_operator_key(pool, cfg.operator_api_key)
+                )
+                # Serve once it is stored, unless the database is down: then it lands later.
+                await asyncio.wait([provisioning], timeout=pool.timeout + 1)
+                if provisioning.done():
+                    provisioning.result()  # a schema without api_keys fails the start-up here
             yield
         finally:
+            if provisioning is not None:
+                provisioning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await provisioning
             await redis.aclose()
             await pool.close()
 

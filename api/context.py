@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.breaker import RedisBreaker
+from api.keycache import KeyVerifier
 from api.readthrough import ReadThrough
 from api.settings import ApiSettings
 from mescache.db import Pool
@@ -25,6 +26,7 @@ class AppContext:
     keys: KeySchema
     cache: ReadThrough
     breaker: RedisBreaker
+    auth: KeyVerifier
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -1,18 +1,25 @@
 """The HTTP endpoints. Reads go through the cache; writes go to PostgreSQL only.
 
 A hit answers with the bytes Redis holds, untouched; `X-Cache` says hit or miss.
+Lists and status changes need an operator key; a client key places orders for its own
+customer and reads only that customer's orders (api.auth).
 """
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.context import Ctx
+from api.apikeys import Principal
+from api.auth import AUTH_RESPONSES, Caller, Operator, forbidden, not_yours, require_operator
+from api.context import AppContext, Ctx
+from api.readthrough import Read
 from mescache import reads
 from mescache.errors import OrderNotFound
 from mescache.orders import (
@@ -26,6 +33,7 @@ from mescache.orders import (
 from mescache.queries import query
 
 router = APIRouter()
+operator_only = [Depends(require_operator)]
 
 
 class NewOrder(BaseModel):
@@ -40,6 +48,14 @@ class NewOrder(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="print parameters: size, engraving, ..."
     )
+
+
+class OrderStatus(BaseModel):
+    """Where an order stands: what a client asks about most."""
+
+    id: int
+    status: Status
+    updated_at: datetime
 
 
 class StatusChange(BaseModel):
@@ -66,7 +82,13 @@ async def healthz(ctx: Ctx) -> dict[str, object]:
     }
 
 
-@router.get("/orders/dashboard", response_model=OrderList, tags=["orders"])
+@router.get(
+    "/orders/dashboard",
+    dependencies=operator_only,
+    responses=AUTH_RESPONSES,
+    response_model=OrderList,
+    tags=["orders"],
+)
 async def dashboard(ctx: Ctx) -> Response:
     """Orders that are new or in progress (key `orders:dashboard`)."""
     read = await ctx.cache.get(
@@ -75,7 +97,13 @@ async def dashboard(ctx: Ctx) -> Response:
     return _json(read.body, read.hit)
 
 
-@router.get("/orders/new", response_model=OrderList, tags=["orders"])
+@router.get(
+    "/orders/new",
+    dependencies=operator_only,
+    responses=AUTH_RESPONSES,
+    response_model=OrderList,
+    tags=["orders"],
+)
 async def newest(ctx: Ctx) -> Response:
     """The newest orders with status `new` (key `orders:new`, short TTL)."""
     limit = ctx.settings.new_orders_limit
@@ -85,7 +113,13 @@ async def newest(ctx: Ctx) -> Response:
     return _json(read.body, read.hit)
 
 
-@router.get("/orders", response_model=OrderPage, tags=["orders"])
+@router.get(
+    "/orders",
+    dependencies=operator_only,
+    responses=AUTH_RESPONSES,
+    response_model=OrderPage,
+    tags=["orders"],
+)
 async def by_status(
     ctx: Ctx,
     status: Status,
@@ -106,14 +140,12 @@ async def by_status(
     return _json(read.body, read.hit)
 
 
-@router.get(
-    "/orders/{order_id}",
-    response_model=Order,
-    tags=["orders"],
-    responses={404: {"description": "no such order"}},
-)
-async def one_order(ctx: Ctx, order_id: int) -> Response:
-    """One order (key `order:{id}`); also answers a client's status query."""
+async def _read_order(ctx: AppContext, caller: Principal, order_id: int) -> tuple[Read, Any]:
+    """The cached order and its fields, if the caller may see it.
+
+    A client gets the same 403 for another customer's order and for an id that does not
+    exist; an operator gets 404 for the latter.
+    """
     try:
         read = await ctx.cache.get(
             ctx.keys.order(order_id),
@@ -121,8 +153,48 @@ async def one_order(ctx: Ctx, order_id: int) -> Response:
             lambda: reads.order_json(ctx.pool, order_id),
         )
     except OrderNotFound:
-        raise HTTPException(404, f"order {order_id} not found") from None
+        if caller.is_operator:
+            raise HTTPException(404, f"order {order_id} not found") from None
+        raise not_yours(order_id) from None
+    fields = json.loads(read.body)
+    if not caller.is_operator and fields["customer"] != caller.customer:
+        raise not_yours(order_id)
+    return read, fields
+
+
+_ONE_ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    403: {"description": "a client key asking for an order that is not its customer's"},
+    404: {"description": "no such order (operators; a client gets 403)"},
+}
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=Order,
+    tags=["orders"],
+    responses=_ONE_ORDER_RESPONSES,
+)
+async def one_order(ctx: Ctx, caller: Caller, order_id: int) -> Response:
+    """One order (key `order:{id}`); a client sees only its own customer's orders."""
+    read, _ = await _read_order(ctx, caller, order_id)
     return _json(read.body, read.hit)
+
+
+@router.get(
+    "/orders/{order_id}/status",
+    response_model=OrderStatus,
+    tags=["orders"],
+    responses=_ONE_ORDER_RESPONSES,
+)
+async def order_status(ctx: Ctx, caller: Caller, order_id: int) -> Response:
+    """Where one order stands, served from the same cached `order:{id}` value."""
+    read, fields = await _read_order(ctx, caller, order_id)
+    body = json.dumps(
+        {"id": fields["id"], "status": fields["status"], "updated_at": fields["updated_at"]},
+        separators=(",", ":"),
+    )
+    return _json(body.encode(), read.hit)
 
 
 @router.post(
@@ -130,10 +202,19 @@ async def one_order(ctx: Ctx, order_id: int) -> Response:
     status_code=201,
     response_model=Order,
     tags=["orders"],
-    responses={422: {"description": "unknown model or material, or a malformed body"}},
+    responses={
+        **AUTH_RESPONSES,
+        403: {"description": "a client key placing an order for another customer"},
+        422: {"description": "unknown model or material, or a malformed body"},
+    },
 )
-async def place_order(ctx: Ctx, order: NewOrder) -> Response:
-    """A client places an order; it starts as `new`. The cache is left to the listener."""
+async def place_order(ctx: Ctx, caller: Caller, order: NewOrder) -> Response:
+    """Place an order; it starts as `new`. The cache is left to the listener.
+
+    A client key places orders for its own customer only.
+    """
+    if not caller.is_operator and order.customer != caller.customer:
+        raise forbidden("a client key places orders only for its own customer")
     params = order.model_dump()
     async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("place_order"), {**params, "params": Jsonb(order.params)})
@@ -155,11 +236,12 @@ async def place_order(ctx: Ctx, order: NewOrder) -> Response:
     response_model=Order,
     tags=["orders"],
     responses={
+        **AUTH_RESPONSES,
         404: {"description": "no such order"},
         409: {"description": "the move is not allowed from the order's current status"},
     },
 )
-async def change_status(ctx: Ctx, order_id: int, change: StatusChange) -> Response:
+async def change_status(ctx: Ctx, _: Operator, order_id: int, change: StatusChange) -> Response:
     """Move an order along new → in_progress → done, or cancel it while not done."""
     target = change.status
     async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

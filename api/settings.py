@@ -1,9 +1,11 @@
-"""The API process's settings: the shared cache settings plus serving and pool knobs."""
+"""The API process's settings: the shared cache settings plus serving, pool and auth knobs."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.apikeys import MAX_KEY_LENGTH, MIN_KEY_LENGTH
 from mescache.settings import CacheSettings
 
 
@@ -26,3 +28,46 @@ class ApiSettings(CacheSettings):
     redis_retry_after: float = Field(
         default=1.0, gt=0, description="after a Redis failure, skip Redis for this long, s"
     )
+
+    operator_api_key: SecretStr | None = Field(
+        default=None,
+        description="an operator key stored (hashed) at start-up; for automation and first start",
+    )
+    auth_cache_ttl: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long a verified (or refused) key is remembered, s: a revocation "
+        "takes this long to bite",
+    )
+    auth_cache_size: int = Field(default=10_000, ge=1, description="keys remembered at most")
+    auth_max_lookups: int = Field(
+        default=2, ge=1, description="key lookups in PostgreSQL at once, per process"
+    )
+
+    @field_validator("operator_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # compose passes OPERATOR_API_KEY= when the variable is unset
+        return None if value == "" else value
+
+    @field_validator("operator_api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            n = len(value.get_secret_value())
+            if not MIN_KEY_LENGTH <= n <= MAX_KEY_LENGTH:
+                raise ValueError(
+                    f"must be {MIN_KEY_LENGTH} to {MAX_KEY_LENGTH} characters "
+                    "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+            if any(c.isspace() for c in value.get_secret_value()):
+                raise ValueError("must not contain spaces")
+        return value
+
+
+class AdminSettings(BaseSettings):
+    """What `orders-api keys` needs: the database only."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    database_url: str = Field(description="PostgreSQL connection string (libpq URL or DSN)")

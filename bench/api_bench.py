@@ -16,7 +16,7 @@ import sys
 
 import psycopg
 
-from bench.stack import machine, private_stack, start_api
+from bench.stack import AUTH_HEADER, machine, private_stack, start_api
 from mescache.devstack import free_port
 
 ROUNDS = 5
@@ -26,7 +26,16 @@ PATHS = ["/orders/dashboard", "/orders/12345", "/orders?status=done&limit=50"]
 
 def wrk(port: int, path: str) -> tuple[float, float, float]:
     out = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        [
+            "wrk",
+            "-t1",
+            "-c16",
+            f"-d{SECONDS}s",
+            "--latency",
+            "-H",
+            AUTH_HEADER,
+            f"http://127.0.0.1:{port}{path}",
+        ],
         capture_output=True,
         text=True,
         check=True,

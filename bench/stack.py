@@ -49,10 +49,21 @@ def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+# The throwaway stack's operator key: provisioned through OPERATOR_API_KEY like in production.
+OPERATOR_KEY = "mes_bench-operator-key-of-a-throwaway-stack"
+AUTH_HEADER = f"Authorization: Bearer {OPERATOR_KEY}"
+
+
 def start_api(database_url: str, redis_url: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = spawn(
-        "api.main", {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "PORT": str(port)}
+        "api.main",
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "PORT": str(port),
+            "OPERATOR_API_KEY": OPERATOR_KEY,
+        },
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -255,6 +256,26 @@ def _serve(env: dict[str, str]) -> int:
     return code
 
 
+def _announce(env: dict[str, str]) -> None:
+    """Print where the API listens and the operator key to call it with.
+
+    The key is OPERATOR_API_KEY if set, else one made for this run (the API stores it
+    hashed at start-up); it is printed here and written nowhere.
+    """
+    if env.get("OPERATOR_API_KEY"):
+        shown, origin = "$OPERATOR_API_KEY", "from OPERATOR_API_KEY"
+    else:
+        env["OPERATOR_API_KEY"] = shown = "mes_" + secrets.token_urlsafe(32)
+        origin = "made for this run"
+    base = f"http://{env.get('HOST', '127.0.0.1')}:{env.get('PORT', '8000')}"
+    print(
+        f"stack: API on {base} (docs {base}/docs)\n"
+        f"stack: operator key ({origin}): {shown}\n"
+        f"stack: try: curl -H 'Authorization: Bearer {shown}' {base}/orders/new",
+        file=sys.stderr,
+    )
+
+
 def run(stack_dir: Path, demo: bool | None) -> int:
     """`make run`: servers (private unless DATABASE_URL/REDIS_URL), schema, data, processes."""
     env = dict(os.environ)
@@ -280,6 +301,7 @@ def run(stack_dir: Path, demo: bool | None) -> int:
         if demo:
             print("stack: loading demo data (100,000 orders)", file=sys.stderr)
             load_demo_data(env["DATABASE_URL"])
+        _announce(env)
         return _serve(env)
     finally:
         if redis is not None:

@@ -55,3 +55,46 @@ RETURNING id, customer, model_id, material_id, quantity, params, total_price, st
 
 -- name: status_of
 SELECT status FROM orders WHERE id = %(id)s;
+
+-- name: api_key_verify
+-- Every request with a key not in the API's short-lived cache of verified keys.
+SELECT id, prefix, role, customer
+FROM api_keys
+WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
+
+-- name: api_key_create
+INSERT INTO api_keys (key_hash, prefix, role, customer, label)
+VALUES (%(key_hash)s, %(prefix)s, %(role)s, %(customer)s, %(label)s)
+RETURNING id, prefix, role, customer, label, created_at, revoked_at;
+
+-- name: api_key_list
+SELECT id, prefix, role, customer, label, created_at, revoked_at
+FROM api_keys
+WHERE %(all)s OR revoked_at IS NULL
+ORDER BY id;
+
+-- name: api_key_find
+-- A key named on the command line: its id, or its prefix.
+SELECT id, prefix, role, customer, label, created_at, revoked_at
+FROM api_keys
+WHERE id::text = %(ref)s OR prefix = %(ref)s
+ORDER BY id;
+
+-- name: api_key_revoke
+UPDATE api_keys SET revoked_at = now()
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id, prefix, role, customer, label, created_at, revoked_at;
+
+-- name: api_key_retire_env_operator
+-- The environment's operator key changed: the one it replaces stops working.
+UPDATE api_keys SET revoked_at = now()
+WHERE label = %(label)s AND role = 'operator' AND revoked_at IS NULL
+  AND key_hash <> %(key_hash)s;
+
+-- name: api_key_provision_env_operator
+-- Upsert of the environment's operator key. A key that was revoked stays revoked:
+-- a restart must not undo a revocation.
+INSERT INTO api_keys (key_hash, prefix, role, customer, label)
+VALUES (%(key_hash)s, %(prefix)s, 'operator', NULL, %(label)s)
+ON CONFLICT (key_hash) DO UPDATE SET label = api_keys.label
+RETURNING id, prefix, role, customer, label, created_at, revoked_at;

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from api.settings import ApiSettings
 from mescache.demo import load_demo_data
 from mescache.devstack import PostgresServer, RedisServer, start_servers
 from mescache.migrate import apply_migrations
@@ -28,7 +29,12 @@ from mescache.settings import CacheSettings
 
 TEMPLATE = "mes_template"
 
-for _name in [*list(CacheSettings.model_fields), "HOST", "PORT", "CDC_SLOT", "CDC_MODE"]:
+for _name in [
+    *list(CacheSettings.model_fields),
+    *list(ApiSettings.model_fields),
+    "CDC_SLOT",
+    "CDC_MODE",
+]:
     os.environ.pop(_name.upper(), None)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from api.app import create_app
 from mescache.devstack import RedisServer, ensure_binaries
-from tests.integration.conftest import api_settings
+from tests.integration.conftest import api_settings, http_client
 
 READS = ("/orders/dashboard", "/orders/new", "/orders/1", "/orders?status=done")
 
@@ -36,10 +36,8 @@ async def client(database_url: str, own_redis: RedisServer) -> AsyncIterator[htt
     app = create_app(
         api_settings(database_url, own_redis.url(), redis_timeout=0.2, redis_retry_after=0.3)
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield http
+    async with app.router.lifespan_context(app), http_client(app) as http:
+        yield http
 
 
 async def _read_all(client: httpx.AsyncClient) -> list[httpx.Response]:
