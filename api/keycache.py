@@ -33,7 +33,7 @@ Lookup = Callable[[bytes], Awaitable[Principal | None]]
 @dataclass(frozen=True, slots=True)
 class _Entry:
     principal: Principal | None
-    expires: float
+    fresh_until: float
 
 
 class KeyVerifier:
@@ -59,7 +59,7 @@ class KeyVerifier:
     async def verify(self, digest: bytes) -> Principal | None:
         entry = self._entries.get(digest)
         if entry is not None:
-            if entry.expires > self._clock():
+            if entry.fresh_until > self._clock():
                 self._entries.move_to_end(digest)
                 return entry.principal
             del self._entries[digest]
