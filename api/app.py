@@ -23,7 +23,9 @@ from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
 from mescache.db import Pool, make_pool
+from mescache.durability import require_durable
 from mescache.keys import KeySchema
+from mescache.pending import PendingWrites
 from mescache.store import RedisStore, make_redis
 
 log = logging.getLogger("api")
@@ -62,16 +64,26 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings or ApiSettings()  # type: ignore[call-arg]  # values come from env
+        redis = make_redis(cfg.redis_url, cfg.redis_timeout, cfg.redis_max_connections)
+        keys = KeySchema(cfg.key_prefix)
+        pending = None
+        if cfg.write_behind:
+            # Accepted changes would live only in this Redis: refuse one that forgets.
+            try:
+                await require_durable(redis)
+            except BaseException:
+                await redis.aclose()
+                raise
+            pending = PendingWrites(redis, keys)
         pool = make_pool(cfg.database_url, cfg.pool_min_size, cfg.pool_max_size, "api")
         await pool.open(wait=False)
-        redis = make_redis(cfg.redis_url, cfg.redis_timeout, cfg.redis_max_connections)
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,
             redis=redis,
-            keys=KeySchema(cfg.key_prefix),
+            keys=keys,
             cache=ReadThrough(store, breaker, lease=cfg.fill_lease, wait=cfg.fill_wait),
             breaker=breaker,
             auth=KeyVerifier(
@@ -80,6 +92,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 max_entries=cfg.auth_cache_size,
                 max_lookups=cfg.auth_max_lookups,
             ),
+            pending=pending,
         )
         provisioning: asyncio.Task[None] | None = None
         try:

@@ -14,6 +14,7 @@ from api.readthrough import ReadThrough
 from api.settings import ApiSettings
 from mescache.db import Pool
 from mescache.keys import KeySchema
+from mescache.pending import PendingWrites
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class AppContext:
     cache: ReadThrough
     breaker: RedisBreaker
     auth: KeyVerifier
+    pending: PendingWrites | None = None  # set in write-behind mode
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 import uvicorn
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from api.app import create_app
 from api.settings import ApiSettings
+from mescache.durability import require_durable
+from mescache.errors import RedisNotDurable
 from mescache.settings import describe_settings_error
+from mescache.store import make_redis
+
+
+async def _check_durable(settings: ApiSettings) -> None:
+    redis = make_redis(settings.redis_url, max(settings.redis_timeout, 2.0), 1)
+    try:
+        await require_durable(redis)
+    finally:
+        await redis.aclose()
 
 
 def main() -> int:
@@ -19,6 +32,13 @@ def main() -> int:
     except ValidationError as exc:
         print(f"orders-api: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
+    if settings.write_behind:
+        # Said here in one line; the app's lifespan checks again for embedded use.
+        try:
+            asyncio.run(_check_durable(settings))
+        except (RedisNotDurable, RedisError) as exc:
+            print(f"orders-api: refusing to start in write-behind mode: {exc}", file=sys.stderr)
+            return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0

@@ -1,4 +1,5 @@
-"""The HTTP endpoints. Reads go through the cache; writes go to PostgreSQL only.
+"""The HTTP endpoints. Reads go through the cache; writes go to PostgreSQL only, except
+status changes in write-behind mode (api.write_behind), which are accepted into Redis.
 
 A hit answers with the bytes Redis holds, untouched; `X-Cache` says hit or miss.
 Lists and status changes need an operator key; a client key places orders for its own
@@ -16,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import write_behind
 from api.apikeys import Principal
 from api.auth import AUTH_RESPONSES, Caller, Operator, forbidden, not_yours, require_operator
 from api.context import AppContext, Ctx
@@ -30,6 +32,7 @@ from mescache.orders import (
     Status,
     dump_order,
 )
+from mescache.pending import Overlay, merge
 from mescache.queries import query
 
 router = APIRouter()
@@ -66,8 +69,12 @@ class StatusChange(BaseModel):
     status: Status
 
 
-def _json(body: bytes, hit: bool | None = None, status_code: int = 200) -> Response:
+def _json(
+    body: bytes, hit: bool | None = None, status_code: int = 200, pending: Overlay | None = None
+) -> Response:
     headers = {} if hit is None else {"X-Cache": "hit" if hit else "miss"}
+    if pending is not None:
+        headers[write_behind.PENDING_HEADER] = pending.entry
     return Response(body, status_code, headers, media_type="application/json")
 
 
@@ -140,12 +147,17 @@ async def by_status(
     return _json(read.body, read.hit)
 
 
-async def _read_order(ctx: AppContext, caller: Principal, order_id: int) -> tuple[Read, Any]:
-    """The cached order and its fields, if the caller may see it.
+async def _read_order(
+    ctx: AppContext, caller: Principal, order_id: int
+) -> tuple[Read, Any, Overlay | None]:
+    """The cached order and its fields, if the caller may see it, with the status of a
+    change pending in write-behind mode over it.
 
     A client gets the same 403 for another customer's order and for an id that does not
     exist; an operator gets 404 for the latter.
     """
+    # Before the row: see write_behind.pending_status for why this order matters.
+    overlay = await write_behind.pending_status(ctx, order_id)
     try:
         read = await ctx.cache.get(
             ctx.keys.order(order_id),
@@ -159,7 +171,10 @@ async def _read_order(ctx: AppContext, caller: Principal, order_id: int) -> tupl
     fields = json.loads(read.body)
     if not caller.is_operator and fields["customer"] != caller.customer:
         raise not_yours(order_id)
-    return read, fields
+    if overlay is not None:
+        fields["status"] = overlay.status
+        read = Read(merge(read.body, overlay), read.hit)
+    return read, fields, overlay
 
 
 _ONE_ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -176,9 +191,12 @@ _ONE_ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_ONE_ORDER_RESPONSES,
 )
 async def one_order(ctx: Ctx, caller: Caller, order_id: int) -> Response:
-    """One order (key `order:{id}`); a client sees only its own customer's orders."""
-    read, _ = await _read_order(ctx, caller, order_id)
-    return _json(read.body, read.hit)
+    """One order (key `order:{id}`); a client sees only its own customer's orders.
+
+    In write-behind mode a status change not yet settled in PostgreSQL and the cache shows
+    (header `X-Pending-Write` names it)."""
+    read, _, overlay = await _read_order(ctx, caller, order_id)
+    return _json(read.body, read.hit, pending=overlay)
 
 
 @router.get(
@@ -189,12 +207,12 @@ async def one_order(ctx: Ctx, caller: Caller, order_id: int) -> Response:
 )
 async def order_status(ctx: Ctx, caller: Caller, order_id: int) -> Response:
     """Where one order stands, served from the same cached `order:{id}` value."""
-    read, fields = await _read_order(ctx, caller, order_id)
+    read, fields, overlay = await _read_order(ctx, caller, order_id)
     body = json.dumps(
         {"id": fields["id"], "status": fields["status"], "updated_at": fields["updated_at"]},
         separators=(",", ":"),
     )
-    return _json(body.encode(), read.hit)
+    return _json(body.encode(), read.hit, pending=overlay)
 
 
 @router.post(
@@ -237,13 +255,20 @@ async def place_order(ctx: Ctx, caller: Caller, order: NewOrder) -> Response:
     tags=["orders"],
     responses={
         **AUTH_RESPONSES,
+        202: {"description": "write-behind mode: accepted, PostgreSQL follows shortly"},
         404: {"description": "no such order"},
         409: {"description": "the move is not allowed from the order's current status"},
+        503: {"description": "write-behind mode: Redis cannot take the change now"},
     },
 )
 async def change_status(ctx: Ctx, _: Operator, order_id: int, change: StatusChange) -> Response:
-    """Move an order along new → in_progress → done, or cancel it while not done."""
+    """Move an order along new → in_progress → done, or cancel it while not done.
+
+    With WRITE_BEHIND=true the change is checked against the order's pending status,
+    accepted into Redis and answered 202; the writer applies it to PostgreSQL."""
     target = change.status
+    if ctx.pending is not None:
+        return await write_behind.accept_status_change(ctx, ctx.pending, order_id, target)
     async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             query("move_status"),

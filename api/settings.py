@@ -28,6 +28,11 @@ class ApiSettings(CacheSettings):
     redis_retry_after: float = Field(
         default=1.0, gt=0, description="after a Redis failure, skip Redis for this long, s"
     )
+    write_behind: bool = Field(
+        default=False,
+        description="accept status changes into Redis (202) and let orders-writer apply "
+        "them to PostgreSQL; needs Redis with appendonly yes",
+    )
 
     operator_api_key: SecretStr | None = Field(
         default=None,

@@ -72,7 +72,7 @@ class Applier:
             return
         # Whole-table events are rare: their scans run before the batch's pipeline.
         if touched.all_orders:
-            await store.flush_matching(keys.orders_pattern(), keys.epoch())
+            await store.flush_matching(keys.orders_pattern(), keys.epoch(), keys.outlives_flush)
         if touched.all_prices:
             await store.flush_matching(keys.prices_pattern(), keys.epoch())
         dashboard = None

@@ -170,12 +170,15 @@ class PostgresServer:
 
 @dataclass
 class RedisServer:
-    """One private redis-server process, nothing persisted."""
+    """One private redis-server process: nothing persisted, or with `appendonly` every
+    write logged to the append-only file (what write-behind mode requires)."""
 
     workdir: Path
     binary: str
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    appendonly: bool = False
+    extra_args: tuple[str, ...] = ()  # more redis-server options, e.g. a renamed command
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -189,11 +192,14 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(self.workdir),
                 "--logfile",
                 str(self.workdir / "redis.log"),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
         )
@@ -226,12 +232,15 @@ def start_servers(workdir: Path) -> tuple[PostgresServer, RedisServer]:
     return pg, redis
 
 
-def _serve(env: dict[str, str]) -> int:
-    """Run the API and the listener until one exits or we are told to stop."""
+def _serve(env: dict[str, str], write_behind: bool) -> int:
+    """Run the API and the listener (and the writer in write-behind mode) until one exits
+    or we are told to stop."""
     procs = [
         subprocess.Popen([sys.executable, "-m", "api.main"], env=env),
         subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=env),
     ]
+    if write_behind:
+        procs.append(subprocess.Popen([sys.executable, "-m", "writer.cli", "run"], env=env))
     stopping = False
 
     def stop(_sig: int, _frame: object) -> None:
@@ -279,6 +288,8 @@ def _announce(env: dict[str, str]) -> None:
 def run(stack_dir: Path, demo: bool | None) -> int:
     """`make run`: servers (private unless DATABASE_URL/REDIS_URL), schema, data, processes."""
     env = dict(os.environ)
+    # Off unless asked for; then the private Redis keeps an append-only file.
+    write_behind = env.get("WRITE_BEHIND", "").strip().lower() in {"1", "true", "yes", "on"}
     pg: PostgresServer | None = None
     redis: RedisServer | None = None
     try:
@@ -292,7 +303,7 @@ def run(stack_dir: Path, demo: bool | None) -> int:
                 demo = True if demo is None else demo
                 print(f"stack: private PostgreSQL on 127.0.0.1:{pg.port}", file=sys.stderr)
             if not env.get("REDIS_URL"):
-                redis = RedisServer(stack_dir / "redis", redis_bin)
+                redis = RedisServer(stack_dir / "redis", redis_bin, appendonly=write_behind)
                 redis.start()
                 env["REDIS_URL"] = redis.url()
                 print(f"stack: private Redis on 127.0.0.1:{redis.port}", file=sys.stderr)
@@ -302,7 +313,7 @@ def run(stack_dir: Path, demo: bool | None) -> int:
             print("stack: loading demo data (100,000 orders)", file=sys.stderr)
             load_demo_data(env["DATABASE_URL"])
         _announce(env)
-        return _serve(env)
+        return _serve(env, write_behind)
     finally:
         if redis is not None:
             redis.stop()

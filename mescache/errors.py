@@ -15,3 +15,7 @@ class MigrationError(CacheLayerError):
 
 class OrderNotFound(CacheLayerError):
     """No order has this id."""
+
+
+class RedisNotDurable(CacheLayerError):
+    """Write-behind needs a Redis that persists every write (appendonly yes)."""

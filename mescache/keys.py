@@ -11,6 +11,11 @@ mescache.store). Pages of a status share their family's fence, so one invalidati
 out a page fill that has not registered in the tag set yet. A *lease* key lets one reader
 per key fill it while the others wait (stampede control). The namespace's *epoch* is part of
 every fence: flushing the namespace moves it.
+
+Write-behind (mescache.pending) adds keys that are not cache: ``order:{id}#pending`` (a
+status change accepted but not yet settled), the stream ``writes:status`` the writer
+consumes and its dead letters ``writes:status:dead``. A flush of the namespace or of
+``order:*`` must leave them alone (`outlives_flush`): they hold writes, not copies.
 """
 
 from __future__ import annotations
@@ -85,6 +90,25 @@ class KeySchema:
 
     def prices_pattern(self) -> str:
         return f"{self.prefix}price:*"
+
+    def pending(self, order_id: int) -> str:
+        """The pending-status overlay of one order (write-behind)."""
+        return f"{self.prefix}order:{order_id}#pending"
+
+    def pending_pattern(self) -> str:
+        return f"{self.prefix}order:*#pending"
+
+    def write_stream(self) -> str:
+        """The stream of accepted status changes the writer applies to PostgreSQL."""
+        return f"{self.prefix}writes:status"
+
+    def dead_letters(self) -> str:
+        """Status changes the writer could not apply, each with its reason."""
+        return f"{self.prefix}writes:status:dead"
+
+    def outlives_flush(self, name: str) -> bool:
+        """Write-behind keys hold accepted writes, not copies of PostgreSQL: never flushed."""
+        return name.endswith("#pending") or name.startswith(f"{self.prefix}writes:")
 
     def namespace_pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace (for a flush)."""

@@ -17,6 +17,7 @@ the same state or moves a counter that only serves as a fence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -160,18 +161,21 @@ class RedisStore:
         stored = await self._finish(keys=keys, args=[value, _ms(ttl_s), fence, token])
         return bool(stored)
 
-    async def flush_matching(self, pattern: str, epoch: str) -> int:
+    async def flush_matching(
+        self, pattern: str, epoch: str, keep: Callable[[str], bool] = lambda _: False
+    ) -> int:
         """Forget every key matching a SCAN pattern: a whole namespace after a gap in the
         change stream, or every ``order:*`` after a TRUNCATE.
 
         The epoch moves first, so a fill that read the database before the flush cannot
-        store afterwards; then every matching key but the epoch is unlinked. Idempotent.
+        store afterwards; then every matching key but the epoch and those `keep` names
+        (pending writes, which are not cache) is unlinked. Idempotent.
         """
         await self.redis.incr(epoch)
         removed = 0
         batch: list[bytes] = []
         async for name in self.redis.scan_iter(match=pattern, count=1000):
-            if name != epoch.encode():
+            if name != epoch.encode() and not keep(name.decode()):
                 batch.append(name)
             if len(batch) >= 1000:
                 removed += await self.redis.unlink(*batch)

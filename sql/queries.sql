@@ -98,3 +98,30 @@ INSERT INTO api_keys (key_hash, prefix, role, customer, label)
 VALUES (%(key_hash)s, %(prefix)s, 'operator', NULL, %(label)s)
 ON CONFLICT (key_hash) DO UPDATE SET label = api_keys.label
 RETURNING id, prefix, role, customer, label, created_at, revoked_at;
+
+-- Write-behind (the writer, orders-writer). An entry is recorded in the same transaction
+-- as its status change: a replay finds it and changes nothing.
+
+-- name: wb_record_entry
+INSERT INTO write_behind_applied (entry_id, order_id, status)
+VALUES (%(entry)s, %(id)s, %(to)s)
+ON CONFLICT (entry_id) DO NOTHING
+RETURNING entry_id;
+
+-- name: wb_position_logical
+-- A WAL position at or after every commit made so far (the writer's own included).
+SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint;
+
+-- name: wb_listener_position_logical
+-- The listener confirms a position only after Redis has the work of every commit up to it.
+SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint
+FROM pg_replication_slots
+WHERE slot_name = %(slot)s;
+
+-- name: wb_position_notify
+SELECT coalesce(max(id), 0) FROM cache_outbox;
+
+-- name: wb_listener_position_notify
+-- The listener deletes outbox rows once Redis has them: every id below the oldest left
+-- is done (none left: every id so far).
+SELECT coalesce(min(id) - 1, 9223372036854775807) FROM cache_outbox;

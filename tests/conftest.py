@@ -36,6 +36,9 @@ for _name in [
     "CDC_MODE",
 ]:
     os.environ.pop(_name.upper(), None)
+for _name in list(os.environ):
+    if _name.startswith(("WRITER_", "WRITE_BEHIND")):
+        os.environ.pop(_name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -78,6 +81,26 @@ def database_url(servers: Servers) -> str:
 def redis_url(servers: Servers) -> str:
     """A flushed Redis database (1..15) of this test's own."""
     url = servers.redis.url(1 + next(_db_numbers) % 15)
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def durable_redis(servers: Servers) -> Iterator[RedisServer]:
+    """A second Redis with the append-only file on, as write-behind mode requires."""
+    server = RedisServer(servers.workdir / "redis-aof", servers.redis.binary, appendonly=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def durable_redis_url(durable_redis: RedisServer) -> str:
+    """A flushed database of this test's own on the append-only Redis."""
+    url = durable_redis.url(next(_db_numbers) % 16)
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url

@@ -1,0 +1,102 @@
+"""`orders-writer`: run the write-behind writer, or report on its stream.
+
+Exit codes: 0 success, 1 a server could not be reached or refused (including a Redis
+without persistence), 2 bad settings or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import cast
+
+import psycopg
+from pydantic import ValidationError
+from redis.exceptions import RedisError, ResponseError
+
+from mescache.errors import RedisNotDurable
+from mescache.keys import KeySchema
+from mescache.pending import GROUP
+from mescache.settings import describe_settings_error
+from mescache.store import make_redis
+from writer.errors import WriterError
+from writer.settings import WriterSettings
+from writer.worker import Writer
+
+
+async def _run(settings: WriterSettings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)  # finish the entry in flight, then exit
+    await Writer(settings, stop).run()
+    return 0
+
+
+async def _status(settings: WriterSettings) -> int:
+    keys = KeySchema(settings.key_prefix)
+    redis = make_redis(settings.redis_url, max(settings.redis_timeout, 2.0), 1)
+    try:
+        stream, dead = keys.write_stream(), keys.dead_letters()
+        backlog, consumers = 0, 0
+        with contextlib.suppress(ResponseError):  # no group yet: no writer ran
+            summary = await redis.xpending(stream, GROUP)
+            backlog = summary["pending"]
+            consumers = len(summary["consumers"])
+            groups = await redis.xinfo_groups(stream)
+            backlog += sum(
+                int(g.get("lag") or 0) for g in groups if g["name"] in (GROUP, GROUP.encode())
+            )
+        print(f"stream: {stream} ({await redis.xlen(stream)} entries kept)")
+        print(f"not yet applied: {backlog} (in progress with {consumers} writer(s))")
+        print(f"dead letters: {await redis.xlen(dead)} in {dead}")
+        latest = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrevrange(dead, count=5))
+        for entry_id, fields in latest:
+            print(f"  {entry_id.decode()}: {fields.get(b'reason', b'').decode()}")
+    finally:
+        await redis.aclose()
+    return 0
+
+
+COMMANDS = {
+    "run": (_run, "apply accepted status changes to PostgreSQL"),
+    "status": (_status, "backlog and dead letters of the stream"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orders-writer",
+        description="Applies write-behind status changes from Redis to PostgreSQL."
+        " Settings come from the environment (DATABASE_URL, REDIS_URL, WRITER_*, CDC_MODE,"
+        " CDC_SLOT).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+    try:
+        settings = WriterSettings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as exc:
+        print(f"orders-writer: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    command, _ = COMMANDS[args.command]
+    try:
+        return asyncio.run(command(settings))
+    except KeyboardInterrupt:
+        return 130
+    except RedisNotDurable as exc:
+        print(f"orders-writer: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except (psycopg.Error, RedisError, WriterError) as exc:
+        print(f"orders-writer {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
