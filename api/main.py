@@ -1,7 +1,9 @@
-"""`orders-api`: serve the API with uvicorn, settings from the environment."""
+"""`orders-api`: serve the API with uvicorn (the default, or `orders-api serve`), or manage
+API keys (`orders-api keys ...`, see api.keys_cli). Settings come from the environment."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
@@ -10,6 +12,7 @@ import uvicorn
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from api import keys_cli
 from api.app import create_app
 from api.settings import ApiSettings
 from mescache.durability import require_durable
@@ -26,7 +29,7 @@ async def _check_durable(settings: ApiSettings) -> None:
         await redis.aclose()
 
 
-def main() -> int:
+def serve() -> int:
     try:
         settings = ApiSettings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as exc:
@@ -42,6 +45,21 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="orders-api",
+        description="The MES orders API, served from Redis. Without a command it serves."
+        " Settings come from the environment (DATABASE_URL, REDIS_URL, OPERATOR_API_KEY, ...).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="serve the API (the default)")
+    keys_cli.add_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys_cli.run(args)
+    return serve()
 
 
 if __name__ == "__main__":
