@@ -18,6 +18,7 @@ from psycopg.rows import tuple_row
 from mescache.orders import ALLOWED_FROM
 from mescache.queries import query
 from writer.entries import StatusEntry
+from writer.errors import WriterError
 
 Mode = Literal["logical", "notify"]
 
@@ -80,7 +81,13 @@ async def apply_entry(conn: Connection, entry: StatusEntry) -> Outcome:
 
 async def position(conn: Connection, mode: Mode) -> int:
     """A position at or after every commit made so far, in the listener's terms."""
-    cur = await conn.execute(query(f"wb_position_{mode}"))
+    try:
+        cur = await conn.execute(query(f"wb_position_{mode}"))
+    except psycopg.errors.UndefinedTable:
+        raise WriterError(
+            "CDC_MODE=notify but the database has no cache_outbox: install it"
+            " (cdc-listener install-notify) or set CDC_MODE to the listener's mode"
+        ) from None
     row = await cur.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
 

@@ -28,6 +28,10 @@ from writer.settings import WriterSettings
 from writer.worker import Writer
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def _run(settings: WriterSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,16 +46,14 @@ async def _status(settings: WriterSettings) -> int:
     redis = make_redis(settings.redis_url, max(settings.redis_timeout, 2.0), 1)
     try:
         stream, dead = keys.write_stream(), keys.dead_letters()
-        backlog, consumers = 0, 0
-        with contextlib.suppress(ResponseError):  # no group yet: no writer ran
+        kept = await redis.xlen(stream)
+        backlog, consumers = kept, 0  # no group yet: no writer ran, every entry waits
+        with contextlib.suppress(ResponseError):
             summary = await redis.xpending(stream, GROUP)
-            backlog = summary["pending"]
-            consumers = len(summary["consumers"])
-            groups = await redis.xinfo_groups(stream)
-            backlog += sum(
-                int(g.get("lag") or 0) for g in groups if g["name"] in (GROUP, GROUP.encode())
-            )
-        print(f"stream: {stream} ({await redis.xlen(stream)} entries kept)")
+            groups = [g for g in await redis.xinfo_groups(stream) if _text(g["name"]) == GROUP]
+            lag = int(groups[0].get("lag") or 0) if groups else 0
+            backlog, consumers = summary["pending"] + lag, len(summary["consumers"])
+        print(f"stream: {stream} ({kept} entries kept)")
         print(f"not yet applied: {backlog} (in progress with {consumers} writer(s))")
         print(f"dead letters: {await redis.xlen(dead)} in {dead}")
         latest = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrevrange(dead, count=5))

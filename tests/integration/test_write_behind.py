@@ -15,6 +15,7 @@ import redis.asyncio
 from fastapi import FastAPI
 
 from api.app import create_app
+from cdc_listener.settings import ListenerSettings
 from mescache.errors import RedisNotDurable
 from mescache.keys import KeySchema
 from mescache.pending import GROUP
@@ -25,6 +26,7 @@ from tests.integration.listener_fixtures import (
     eventually,
     listener_settings,
 )
+from tests.integration.test_listener import install_notify
 from tests.integration.writer_fixtures import (
     InProcessWriter,
     applied_entries,
@@ -124,7 +126,10 @@ async def test_a_client_sees_its_orders_pending_status_and_cannot_change_it(
 
 
 async def test_quick_moves_chain_on_the_pending_status_and_apply_in_order(
-    wb_client: httpx.AsyncClient, writer: InProcessWriter, database_url: str
+    wb_client: httpx.AsyncClient,
+    wb_redis: redis.asyncio.Redis,
+    writer: InProcessWriter,
+    database_url: str,
 ) -> None:
     (order_id,) = new_orders(database_url, 1)
     first = await _patch(wb_client, order_id, "in_progress")
@@ -146,6 +151,12 @@ async def test_quick_moves_chain_on_the_pending_status_and_apply_in_order(
         second.headers["x-pending-write"]: (order_id, "done"),
     }
     assert writer.writer.dead == 0
+    # Acknowledged entries are trimmed off the stream (the last delivered one may stay).
+    await eventually(lambda: _stream_at_most(wb_redis, 1), "applied entries trimmed")
+
+
+async def _stream_at_most(r: redis.asyncio.Redis, length: int) -> bool:
+    return await r.xlen(KEYS.write_stream()) <= length
 
 
 async def test_bad_requests_are_refused_before_anything_is_accepted(
@@ -164,17 +175,35 @@ async def test_bad_requests_are_refused_before_anything_is_accepted(
     assert await wb_redis.exists(KEYS.pending(order_id)) == 0
 
 
+@pytest.mark.parametrize("mode", ["logical", "notify"])
 async def test_the_commit_and_the_listeners_invalidation_never_show_the_older_status(
+    wb_client: httpx.AsyncClient,
+    wb_redis: redis.asyncio.Redis,
+    database_url: str,
+    durable_redis_url: str,
+    mode: str,
+) -> None:
+    # The listener is stopped with its slot (or outbox) in place: commits wait there.
+    if mode == "notify":
+        install_notify(database_url)
+    settings = listener_settings(database_url, durable_redis_url, cdc_mode=mode)
+    listener = InProcessListener(settings)
+    await listener.start()
+    await listener.close()
+    writer = InProcessWriter(writer_settings(database_url, durable_redis_url, cdc_mode=mode))
+    try:
+        await _commit_then_invalidate(wb_client, wb_redis, writer, database_url, settings)
+    finally:
+        await writer.close()
+
+
+async def _commit_then_invalidate(
     wb_client: httpx.AsyncClient,
     wb_redis: redis.asyncio.Redis,
     writer: InProcessWriter,
     database_url: str,
-    durable_redis_url: str,
+    settings: ListenerSettings,
 ) -> None:
-    # The listener's slot exists but the listener is stopped: commits wait in the slot.
-    listener = InProcessListener(listener_settings(database_url, durable_redis_url))
-    await listener.start()
-    await listener.close()
     (order_id,) = new_orders(database_url, 1)
     assert await _status(wb_client, order_id) == "new"
     stale_row = await wb_redis.get(KEYS.order(order_id).name)
@@ -195,7 +224,7 @@ async def test_the_commit_and_the_listeners_invalidation_never_show_the_older_st
 
     # 2. The listener applies the commit; every read meanwhile shows the new status.
     seen: list[str] = []
-    listener = InProcessListener(listener_settings(database_url, durable_redis_url))
+    listener = InProcessListener(settings)
     await listener.start()
     try:
 

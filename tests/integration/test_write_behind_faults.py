@@ -14,11 +14,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 import redis.asyncio
 from fastapi import FastAPI
+from pydantic_settings import BaseSettings
 
 from api.app import create_app
-from api.settings import ApiSettings
 from mescache.devstack import RedisServer, free_port
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
@@ -172,7 +173,7 @@ async def _nothing_left(redis_url: str) -> bool:
         return bool(groups) and groups[0]["lag"] == 0 and summary["pending"] == 0
 
 
-def _run_cli(module: str, settings: ApiSettings, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_cli(module: str, settings: BaseSettings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         env=process_env(settings),
@@ -231,3 +232,43 @@ async def test_an_evicting_redis_is_refused(durable_redis_url: str) -> None:
                 await require_durable(r)
         finally:
             await r.config_set("maxmemory-policy", policy)
+
+
+def test_writer_status_reports_the_backlog_and_the_latest_dead_letters(
+    database_url: str, durable_redis_url: str
+) -> None:
+    with redis.Redis.from_url(durable_redis_url) as r:
+        r.xadd(KEYS.write_stream(), {"order_id": "5", "status": "done"})
+        r.xadd(KEYS.dead_letters(), {"entry": "1-0", "reason": "unknown order 77"})
+    settings = writer_settings(database_url, durable_redis_url)
+    shown = _run_cli("writer.cli", settings, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "not yet applied: 1" in shown.stdout
+    assert "dead letters: 1" in shown.stdout
+    assert "unknown order 77" in shown.stdout
+
+
+def test_the_writer_says_plainly_when_notify_mode_has_no_outbox(
+    database_url: str, durable_redis_url: str
+) -> None:
+    settings = writer_settings(database_url, durable_redis_url, cdc_mode="notify")
+    failed = _run_cli("writer.cli", settings, "run")
+    assert failed.returncode == 1
+    assert "cache_outbox" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_bad_writer_settings_exit_2(database_url: str, durable_redis_url: str) -> None:
+    settings = writer_settings(database_url, durable_redis_url)
+    env = process_env(settings)
+    env["WRITER_MAX_ATTEMPTS"] = "0"
+    failed = subprocess.run(
+        [sys.executable, "-m", "writer.cli", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert failed.returncode == 2
+    assert "WRITER_MAX_ATTEMPTS" in failed.stderr
