@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from api.breaker import RedisBreaker
 from mescache.keys import CacheKey
-from mescache.store import FillTicket, RedisStore
+from mescache.store import Counter, FillTicket, RedisStore
 
 log = logging.getLogger("api.cache")
 
@@ -47,11 +47,15 @@ class ReadThrough:
         self.wait = wait
         self._inflight: dict[str, asyncio.Future[Read]] = {}
 
-    async def get(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+    async def get(
+        self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None = None
+    ) -> Read:
+        """The key's value, filled by `load` on a miss; `counter` counts the request in the
+        same round trip as the read."""
         if not self.breaker.allow():
             return Read(await load(), hit=False)
         try:
-            value = await self.store.get(key)
+            value = await self.store.get(key, counter)
         except RedisError as exc:
             self.breaker.failed(exc)
             return Read(await load(), hit=False)
@@ -93,7 +97,12 @@ class ReadThrough:
             return Read(await load(), hit=False)
         if ticket.value is not None:
             return Read(ticket.value, hit=True)
-        body = await load()
+        try:
+            body = await load()
+        except Exception:
+            if ticket.leased:
+                await self._release(key, token)
+            raise
         if ticket.leased:
             try:
                 stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
@@ -103,6 +112,12 @@ class ReadThrough:
                 if not stored:
                     log.debug("fill fenced out by an invalidation key=%s", key.name)
         return Read(body, hit=False)
+
+    async def _release(self, key: CacheKey, token: str) -> None:
+        try:
+            await self.store.release(key, token)
+        except RedisError as exc:
+            self.breaker.failed(exc)
 
     async def _lead_or_wait(self, key: CacheKey, token: str) -> FillTicket:
         """Take the lease, or wait for its holder's value; after `wait`, go it alone."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, cast
+from decimal import Decimal
+from typing import Annotated, Any, Final, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +24,14 @@ from api.auth import AUTH_RESPONSES, Caller, Operator, forbidden, not_yours, req
 from api.context import AppContext, Ctx
 from api.readthrough import Read
 from mescache import reads
-from mescache.errors import OrderNotFound
+from mescache.errors import (
+    BadPriceParams,
+    MaterialNotFound,
+    ModelNotFound,
+    NoPricingRule,
+    OrderNotFound,
+    PricingError,
+)
 from mescache.orders import (
     ALLOWED_FROM,
     Order,
@@ -33,10 +41,14 @@ from mescache.orders import (
     dump_order,
 )
 from mescache.pending import Overlay, merge
+from mescache.pricing import PriceRequest, Quote, quote
 from mescache.queries import query
+from mescache.store import Counter
 
 router = APIRouter()
 operator_only = [Depends(require_operator)]
+
+BIGINT_MAX: Final = 2**63 - 1
 
 
 class NewOrder(BaseModel):
@@ -215,6 +227,22 @@ async def order_status(ctx: Ctx, caller: Caller, order_id: int) -> Response:
     return _json(body.encode(), read.hit, pending=overlay)
 
 
+def _order_size(params: dict[str, Any]) -> Decimal | None:
+    """The ring size an order's parameters ask for, if any."""
+    size = params.get("size")
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int | float | str):
+        raise HTTPException(422, "params.size must be a number")
+    try:
+        value = Decimal(str(size))
+    except ArithmeticError:
+        raise HTTPException(422, "params.size must be a number") from None
+    if not value.is_finite() or value <= 0:
+        raise HTTPException(422, "params.size must be a positive number")
+    return value
+
+
 @router.post(
     "/orders",
     status_code=201,
@@ -223,30 +251,81 @@ async def order_status(ctx: Ctx, caller: Caller, order_id: int) -> Response:
     responses={
         **AUTH_RESPONSES,
         403: {"description": "a client key placing an order for another customer"},
-        422: {"description": "unknown model or material, or a malformed body"},
+        422: {"description": "unknown model or material, a size that does not fit, a bad body"},
     },
 )
 async def place_order(ctx: Ctx, caller: Caller, order: NewOrder) -> Response:
-    """Place an order; it starts as `new`. The cache is left to the listener.
+    """Place an order; it starts as `new`. Its total is the model's price (see
+    `GET /models/{id}/price`) times the quantity, computed from the catalogue as it is in
+    the transaction that inserts the order. The cache is left to the listener.
 
     A client key places orders for its own customer only.
     """
     if not caller.is_operator and order.customer != caller.customer:
         raise forbidden("a client key places orders only for its own customer")
-    params = order.model_dump()
-    async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("place_order"), {**params, "params": Jsonb(order.params)})
-        row = await cur.fetchone()
-        if row is None:
-            await cur.execute(query("catalogue_has"), params)
-            found = await cur.fetchone()
-            missing = [
-                f"{what} {params[f'{what}_id']}"
-                for what in ("model", "material")
-                if found is not None and not found[what]
-            ]
-            raise HTTPException(422, f"unknown {' and '.join(missing)}")
+    request = PriceRequest(order.model_id, order.material_id, _order_size(order.params))
+    async with ctx.pool.connection() as conn, conn.transaction():
+        try:
+            inputs = await reads.price_inputs(conn, request)
+            unit = quote(request, inputs)["total"]
+        except (ModelNotFound, MaterialNotFound) as exc:
+            raise HTTPException(422, f"unknown {str(exc).removesuffix(' not found')}") from None
+        except PricingError as exc:
+            raise HTTPException(422, str(exc)) from None
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("insert_order"),
+                {
+                    **order.model_dump(),
+                    "params": Jsonb(order.params),
+                    "total_price": unit * order.quantity,
+                },
+            )
+            row = await cur.fetchone()
     return _json(dump_order(cast(Order, row)), status_code=201)
+
+
+@router.get(
+    "/models/{model_id}/price",
+    response_model=Quote,
+    tags=["prices"],
+    responses={
+        **AUTH_RESPONSES,
+        404: {"description": "no such model or material"},
+        422: {"description": "a size that does not fit the model's kind"},
+    },
+)
+async def price(
+    ctx: Ctx,
+    _: Caller,
+    model_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)],
+    material: Annotated[int, Query(ge=1, le=BIGINT_MAX, description="material id")],
+    size: Annotated[
+        Decimal | None,
+        Query(
+            gt=0,
+            le=100,
+            allow_inf_nan=False,
+            description="inner diameter in mm, for sized kinds (rings); omitted: as modelled",
+        ),
+    ] = None,
+) -> Response:
+    """What it costs to make the model in a material and size, with its breakdown
+    (key `price:{model}:{material}:size={size}`). Operators and clients alike."""
+    request = PriceRequest(model_id, material, size)
+    keys = ctx.keys
+    try:
+        read = await ctx.cache.get(
+            keys.price(model_id, material, request.params()),
+            ctx.settings.ttl_price,
+            lambda: reads.price_json(ctx.pool, request),
+            Counter(keys.price_requests(), request.member()),
+        )
+    except (ModelNotFound, MaterialNotFound) as exc:
+        raise HTTPException(404, str(exc)) from None
+    except (BadPriceParams, NoPricingRule) as exc:
+        raise HTTPException(422, str(exc)) from None
+    return _json(read.body, read.hit)
 
 
 @router.patch(

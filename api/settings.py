@@ -16,8 +16,6 @@ class ApiSettings(CacheSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
     pool_min_size: int = Field(default=2, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
-    page_limit_default: int = Field(default=50, ge=1)
-    page_limit_max: int = Field(default=200, ge=1)
     fill_lease: float = Field(
         default=2.0, gt=0, description="how long one reader may hold the right to fill a key, s"
     )
@@ -27,6 +25,12 @@ class ApiSettings(CacheSettings):
     redis_max_connections: int = Field(default=64, ge=1, description="Redis pool size")
     redis_retry_after: float = Field(
         default=1.0, gt=0, description="after a Redis failure, skip Redis for this long, s"
+    )
+    warm_on_start: bool = Field(
+        default=False, description="fill the hot keys before serving (see cdc-listener warm)"
+    )
+    warm_timeout: float = Field(
+        default=10.0, gt=0, description="serve after this long even if warm-up is not done, s"
     )
     write_behind: bool = Field(
         default=False,

@@ -73,8 +73,6 @@ class Applier:
         # Whole-table events are rare: their scans run before the batch's pipeline.
         if touched.all_orders:
             await store.flush_matching(keys.orders_pattern(), keys.epoch(), keys.outlives_flush)
-        if touched.all_prices:
-            await store.flush_matching(keys.prices_pattern(), keys.epoch())
         dashboard = None
         if touched.dashboard and self.refresh and self.pool is not None:
             dashboard = await reads.dashboard_json(self.pool)
@@ -99,6 +97,9 @@ class Applier:
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
         families += [keys.price_family_of_material(m) for m in sorted(touched.price_materials)]
+        if touched.all_prices:
+            # every price is in this tag set, and every price fill is fenced by it
+            families.append(keys.all_prices())
         for family in families:
             await store.queue_invalidate_family(pipe, family, keys.family_fence(family))
         if dashboard is not None:

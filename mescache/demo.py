@@ -1,15 +1,21 @@
-"""Loads realistic demo data: a dozen materials, a few hundred 3D models and 100,000
-orders, about 1% of them new or in progress (the operators' dashboard).
+"""Loads realistic demo data: a dozen materials, a few hundred 3D models with their
+meshes (mescache.shapes) and 100,000 orders, about 1% of them new or in progress (the
+operators' dashboard).
 
-Deterministic for a given seed, and done in SQL (generate_series) so it takes seconds.
+Deterministic for a given seed. Orders are made in SQL (generate_series) so it takes
+seconds; meshes are generated in Python, a few milliseconds each.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
+from decimal import Decimal
 
 import psycopg
+
+from mescache import mesh, shapes
 
 MATERIALS: list[tuple[str, str, float, float]] = [
     ("gold-585", "Gold 585 (14k)", 13.0, 62.00),
@@ -27,9 +33,35 @@ MATERIALS: list[tuple[str, str, float, float]] = [
 ]
 
 KINDS = ["ring", "wedding ring", "pendant", "earring", "bracelet link", "brooch"]
+RING_INNER_DIAMETER = 17.0  # mm: the size_base of the ring rules in 004_pricing.sql
 
 
-def load_demo_data(conninfo: str, orders: int = 100_000, seed: float = 0.42) -> None:
+def demo_models(count: int, seed: float) -> list[tuple[str, str, str, Decimal, Decimal, bytes]]:
+    """(sku, name, kind, volume_cm3, base_price, mesh) of `count` procedural models."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(1, count + 1):
+        kind = KINDS[i % len(KINDS)]
+        shape = shapes.demo_shape(kind, rng, RING_INNER_DIAMETER)
+        stored = mesh.encode(shape)
+        # the volume column agrees with the stored (quantised) geometry
+        volume = mesh.measure(mesh.decode(stored)).volume_mm3 / 1000
+        rows.append(
+            (
+                f"M-{i:04d}",
+                f"{kind.title()} #{i}",
+                kind,
+                Decimal(f"{max(volume, 0.001):.3f}"),
+                Decimal(f"{20 + rng.random() * 380:.2f}"),
+                stored,
+            )
+        )
+    return rows
+
+
+def load_demo_data(
+    conninfo: str, orders: int = 100_000, seed: float = 0.42, models: int = 300
+) -> None:
     """Replace the catalogue and orders with demo data (a fresh database is expected)."""
     with psycopg.connect(conninfo) as conn:
         conn.execute("SELECT setseed(%s)", [seed])
@@ -39,27 +71,20 @@ def load_demo_data(conninfo: str, orders: int = 100_000, seed: float = 0.42) -> 
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (code) DO NOTHING",
                 MATERIALS,
             )
-        conn.execute(
-            """
-            INSERT INTO models (sku, name, kind, volume_cm3, base_price)
-            SELECT 'M-' || lpad(i::text, 4, '0'),
-                   initcap((%(kinds)s::text[])[1 + i %% cardinality(%(kinds)s::text[])])
-                       || ' #' || i,
-                   (%(kinds)s::text[])[1 + i %% cardinality(%(kinds)s::text[])],
-                   round((0.05 + random() * 2.5)::numeric, 3),
-                   round((20 + random() * 380)::numeric, 2)
-            FROM generate_series(1, 300) AS i
-            ON CONFLICT (sku) DO NOTHING
-            """,
-            {"kinds": KINDS},
-        )
+            cur.executemany(
+                "INSERT INTO models (sku, name, kind, volume_cm3, base_price, mesh)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
+                demo_models(models, seed),
+            )
         conn.execute(
             """
             WITH picks AS (
                 SELECT i,
                        (SELECT array_agg(id) FROM models) AS model_ids,
                        (SELECT array_agg(id) FROM materials) AS material_ids,
-                       random() AS r
+                       -- a low-discrepancy sequence rather than random(): even a small
+                       -- demo gets its share of new and in-progress orders
+                       (i * 0.6180339887498949) %% 1 AS r
                 FROM generate_series(1, %(n)s) AS i
             ), rows AS (
                 SELECT i,
@@ -67,8 +92,8 @@ def load_demo_data(conninfo: str, orders: int = 100_000, seed: float = 0.42) -> 
                        material_ids[1 + floor(random() * cardinality(material_ids))::int]
                            AS material_id,
                        1 + floor(random() * 3)::int AS quantity,
-                       CASE WHEN r < 0.006 THEN 'new'
-                            WHEN r < 0.010 THEN 'in_progress'
+                       CASE WHEN r < 0.004 THEN 'in_progress'
+                            WHEN r < 0.010 THEN 'new'
                             WHEN r < 0.93 THEN 'done'
                             ELSE 'cancelled' END AS status,
                        now() - make_interval(mins => (%(n)s - i) * 5) AS created_at
@@ -97,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load the demo catalogue and orders.")
     parser.add_argument("database_url", help="PostgreSQL connection string")
     parser.add_argument("--orders", type=int, default=100_000, help="how many orders")
+    parser.add_argument("--models", type=int, default=300, help="how many 3D models")
     args = parser.parse_args(argv)
     if args.orders < 0:
         parser.error("--orders must not be negative")
+    if args.models < 1:
+        parser.error("--models must be at least 1")
     try:
-        load_demo_data(args.database_url, args.orders)
+        load_demo_data(args.database_url, args.orders, models=args.models)
     except psycopg.Error as exc:
         print(f"demo-data: {exc}", file=sys.stderr)
         return 1

@@ -19,3 +19,27 @@ class OrderNotFound(CacheLayerError):
 
 class RedisNotDurable(CacheLayerError):
     """Write-behind needs a Redis that persists every write (appendonly yes)."""
+
+
+class MeshError(CacheLayerError):
+    """A stored 3D model mesh is malformed."""
+
+
+class PricingError(CacheLayerError):
+    """A price cannot be computed for this request."""
+
+
+class ModelNotFound(PricingError):
+    """No 3D model has this id."""
+
+
+class MaterialNotFound(PricingError):
+    """No material has this id."""
+
+
+class BadPriceParams(PricingError):
+    """The parameters do not fit the model (a size out of range, a size for an unsized kind)."""
+
+
+class NoPricingRule(PricingError):
+    """No pricing rule covers the model's kind, and there is no default rule."""

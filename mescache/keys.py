@@ -2,15 +2,17 @@
 
 Default names (no prefix): ``orders:dashboard``, ``orders:new``, ``orders:status:{status}``
 (a tag set listing the cached pages of one status), ``orders:status:{status}:page:...``,
-``order:{id}``; price keys will register in the tag sets ``price:model:{id}`` and
-``price:material:{id}``.
+``order:{id}``, and ``price:{model}:{material}:{params}`` (a price computation), which
+registers in three tag sets: ``price:model:{id}``, ``price:material:{id}`` and ``price:all``.
 
-Every cached value has a *fence*: a counter that each invalidation or refresh increments.
-A fill reads the fence before its SELECT and stores only if the fence did not move (see
+Every cached value has one or more *fences*: counters that each invalidation or refresh
+increments. A fill reads its fences before its SELECT and stores only if none moved (see
 mescache.store). Pages of a status share their family's fence, so one invalidation fences
-out a page fill that has not registered in the tag set yet. A *lease* key lets one reader
-per key fill it while the others wait (stampede control). The namespace's *epoch* is part of
-every fence: flushing the namespace moves it.
+out a page fill that has not registered in the tag set yet; a price is fenced by each of
+its three families, so a change of its model, of its material or of any pricing rule
+fences out a price computed from the old row. A *lease* key lets one reader per key fill
+it while the others wait (stampede control). The namespace's *epoch* is part of every
+fence: flushing the namespace moves it.
 
 Write-behind (mescache.pending) adds keys that are not cache: ``order:{id}#pending`` (a
 status change accepted but not yet settled), the stream ``writes:status`` the writer
@@ -28,10 +30,20 @@ class CacheKey:
     """A cached value's name with the companions the store's scripts need."""
 
     name: str
-    fence: str
+    fences: tuple[str, ...]  # every fence a fill must find unmoved (at least one)
     lease: str
     epoch: str  # the namespace's epoch: a flush moves it, fencing out every fill at once
-    tag: str | None = None  # the family's tag set the key registers in, if any
+    tags: tuple[str, ...] = ()  # the families' tag sets the key registers in
+
+    @property
+    def fence(self) -> str:
+        """The fence an invalidation of this one key moves."""
+        return self.fences[0]
+
+    @property
+    def tag(self) -> str | None:
+        """The key's first family, if it has one."""
+        return self.tags[0] if self.tags else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +52,15 @@ class KeySchema:
 
     prefix: str = ""
 
-    def _key(self, name: str, family: str | None = None) -> CacheKey:
+    def _key(self, name: str, *families: str) -> CacheKey:
+        """A key of no family (its own fence) or of the given families (theirs; full names)."""
         full = self.prefix + name
-        tag = None if family is None else self.prefix + family
         return CacheKey(
             name=full,
-            fence=self.family_fence(tag or full),
+            fences=tuple(self.family_fence(f) for f in families or (full,)),
             lease=f"{full}#lease",
             epoch=self.epoch(),
-            tag=tag,
+            tags=families,
         )
 
     def epoch(self) -> str:
@@ -68,9 +80,8 @@ class KeySchema:
         return f"{self.prefix}orders:status:{status}"
 
     def status_page(self, status: str, cursor: int | None, limit: int) -> CacheKey:
-        family = f"orders:status:{status}"
         start = "first" if cursor is None else str(cursor)
-        return self._key(f"{family}:page:{start}:{limit}", family=family)
+        return self._key(f"orders:status:{status}:page:{start}:{limit}", self.status_family(status))
 
     def family_fence(self, family: str) -> str:
         """The fence of a key, or of a tag-set family (given its full name)."""
@@ -84,12 +95,27 @@ class KeySchema:
         """The tag set of every cached price computed with one material."""
         return f"{self.prefix}price:material:{material_id}"
 
+    def all_prices(self) -> str:
+        """The tag set of every cached price (a pricing rule change touches them all)."""
+        return f"{self.prefix}price:all"
+
+    def price(self, model_id: int, material_id: int, params: str) -> CacheKey:
+        """One price; `params` is the canonical parameter string (mescache.pricing)."""
+        return self._key(
+            f"price:{model_id}:{material_id}:{params}",
+            self.price_family_of_model(model_id),
+            self.price_family_of_material(material_id),
+            self.all_prices(),
+        )
+
+    def price_requests(self) -> str:
+        """A sorted set counting requests per price (members ``{model}:{material}:{params}``)
+        so warm-up can fill the most requested ones."""
+        return f"{self.prefix}stats:price-requests"
+
     def orders_pattern(self) -> str:
         """Every ``order:{id}`` key and its companions."""
         return f"{self.prefix}order:*"
-
-    def prices_pattern(self) -> str:
-        return f"{self.prefix}price:*"
 
     def pending(self, order_id: int) -> str:
         """The pending-status overlay of one order (write-behind)."""

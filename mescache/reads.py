@@ -6,13 +6,16 @@ refreshes a key, so both write identical values.
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from typing import Any, cast
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from mescache.db import Pool
-from mescache.errors import OrderNotFound
+from mescache.errors import MaterialNotFound, ModelNotFound, NoPricingRule, OrderNotFound
 from mescache.orders import Order, dump_list, dump_order, dump_page
+from mescache.pricing import PriceInputs, PriceRequest, PricingRule, dump_quote, quote
 from mescache.queries import query
 
 
@@ -40,3 +43,47 @@ async def newest_json(pool: Pool, limit: int) -> bytes:
 async def status_page_json(pool: Pool, status: str, cursor: int | None, limit: int) -> bytes:
     rows = await _rows(pool, "status_page", {"status": status, "cursor": cursor, "limit": limit})
     return dump_page(rows, limit)
+
+
+async def price_inputs(conn: AsyncConnection[Any], request: PriceRequest) -> PriceInputs:
+    """The rows a price is computed from; ModelNotFound, MaterialNotFound or NoPricingRule
+    when one is missing."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            query("price_inputs"),
+            {"model_id": request.model_id, "material_id": request.material_id},
+        )
+        row = await cur.fetchone()
+    if row is None or not row["has_model"]:
+        raise ModelNotFound(f"model {request.model_id} not found")
+    if not row["has_material"]:
+        raise MaterialNotFound(f"material {request.material_id} not found")
+    if row["rule_kind"] is None:
+        raise NoPricingRule(f"no pricing rule for {row['kind']!r} models and no default rule")
+    rule = PricingRule(
+        kind=row["rule_kind"],
+        labour=row["labour"],
+        finishing_per_cm2=row["finishing_per_cm2"],
+        casting_loss=row["casting_loss"],
+        minimum_price=row["minimum_price"],
+        size_base=row["size_base"],
+        size_min=row["size_min"],
+        size_max=row["size_max"],
+        size_step=row["size_step"],
+    )
+    return PriceInputs(
+        kind=row["kind"],
+        design_price=row["base_price"],
+        volume_cm3=row["volume_cm3"],
+        mesh=row["mesh"],
+        density_g_cm3=row["density_g_cm3"],
+        price_per_gram=row["price_per_gram"],
+        rule=rule,
+    )
+
+
+async def price_json(pool: Pool, request: PriceRequest) -> bytes:
+    """A computed price; the mesh work runs in a thread so the event loop keeps serving."""
+    async with pool.connection() as conn:
+        inputs = await price_inputs(conn, request)
+    return dump_quote(await asyncio.to_thread(quote, request, inputs))

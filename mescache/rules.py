@@ -4,8 +4,10 @@ An order's insert, update or delete touches ``order:{id}``, the status families 
 and new status, ``orders:dashboard`` when either status is active (new or in_progress),
 and ``orders:new`` when either status is new (it enters, leaves, or changes while new).
 Without the old row of an update or delete (the table lost REPLICA IDENTITY FULL), every
-list is touched. A change to a model or a material touches the price families that
-depend on it. TRUNCATE touches every key of the table's families.
+list is touched. A change to a model touches the price family of the model; a change to a
+material touches its price family unless both row images show its density and price per
+gram unchanged (a rename costs nothing); any change to a pricing rule touches every price.
+TRUNCATE touches every key of the table's families.
 
 `Touched` is a set of abstract targets; the listener turns it into Redis actions
 (invalidate or refresh). A burst of changes merges into one `Touched`, and `bound()`
@@ -21,7 +23,9 @@ from typing import Literal
 from mescache.orders import ACTIVE, STATUSES
 
 Operation = Literal["insert", "update", "delete", "truncate"]
-CACHED_TABLES = frozenset({"orders", "models", "materials"})
+CACHED_TABLES = frozenset({"orders", "models", "materials", "pricing_rules"})
+# The columns of a material a price is computed from.
+MATERIAL_PRICE_COLUMNS = ("density_g_cm3", "price_per_gram")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +121,22 @@ def _orders(change: Change, touched: Touched) -> None:
             touched.newest |= status == "new"
 
 
+def _leaves_prices_alone(change: Change) -> bool:
+    """An update of a material whose row images show no priced column changed."""
+    old, new = change.old, change.new
+    if change.table != "materials" or change.op != "update" or old is None or new is None:
+        return False
+    columns = ("id", *MATERIAL_PRICE_COLUMNS)
+    if not all(c in old and c in new for c in columns):
+        return False  # no full images (the outbox sends ids only, after its own filter)
+    return all(old[c] == new[c] for c in columns)
+
+
 def _catalogue(change: Change, touched: Touched) -> None:
-    if change.op == "truncate":
+    if change.op == "truncate" or change.table == "pricing_rules":
         touched.all_prices = True
+        return
+    if _leaves_prices_alone(change):
         return
     target = touched.price_models if change.table == "models" else touched.price_materials
     ids = [_row_id(row) for row in (change.old, change.new)]
@@ -132,7 +149,7 @@ def add_change(touched: Touched, change: Change) -> None:
     """Add the targets of one change to `touched` (a transaction's or a burst's set)."""
     if change.table == "orders":
         _orders(change, touched)
-    elif change.table in ("models", "materials"):
+    elif change.table in ("models", "materials", "pricing_rules"):
         _catalogue(change, touched)
 
 

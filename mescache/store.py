@@ -5,8 +5,10 @@ Every operation is one Lua script, so each is atomic on the server:
 
 - ``begin_fill``: the value if present; otherwise the key's fence and, for one caller at a
   time, a short lease to fill it (the others wait: stampede control).
-- ``finish_fill``: stores only if the fence still holds the value read before the SELECT,
-  so an invalidation that landed during the SELECT wins (the stale-set race).
+- ``finish_fill``: stores only if the fences still hold the values read before the SELECT,
+  so an invalidation that landed during the SELECT wins (the stale-set race). A key of
+  several families (a price: its model, its material, all prices) is fenced by each.
+- ``release``: a fill that failed (the row does not exist) gives its lease back.
 - ``invalidate`` / ``invalidate_family``: delete and move the fence.
 - ``refresh``: write a value the listener computed, move the fence so no older fill can
   overwrite it, and, for values carrying a commit position, refuse an older position.
@@ -31,27 +33,39 @@ from mescache.keys import CacheKey
 # A fence outlives any fill by far; it expires only so that idle keys leave no residue.
 FENCE_TTL_MS: Final = 86_400_000
 
-# A fill's fence is the key's counter and the namespace's epoch together.
+# A fill's fence is the namespace's epoch and every fence of the key, read together:
+# KEYS = value, lease, epoch, fence...
 _BEGIN_FILL = """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
-local g = (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[4]) or '0')
-if redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
+local g = redis.call('GET', KEYS[3]) or '0'
+for i = 4, #KEYS do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
 return {0, g, 0}
 """
 
+# KEYS = value, lease, epoch, ARGV[5] fences, then the tag sets to register in. A single
+# moved fence (the key's, or any of its families') refuses the store.
 _FINISH_FILL = """
-if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-local g = (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[4]) or '0')
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+local last = 3 + tonumber(ARGV[5])
+local g = redis.call('GET', KEYS[3]) or '0'
+for i = 4, last do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
 if g ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if #KEYS >= 5 then
-  redis.call('SADD', KEYS[5], KEYS[1])
-  if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[5], ARGV[2])
+for i = last + 1, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
   end
 end
 return 1
+"""
+
+# KEYS = lease; ARGV = the holder's token: a failed fill hands the lease back at once.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS holds (value, fence, lease) triples: one call invalidates a whole slice of keys.
@@ -90,6 +104,14 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('DEL', KEYS[3])
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A member of a sorted set that counts how often it was asked for."""
+
+    zset: str
+    member: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +159,24 @@ class RedisStore:
         self.redis = redis
         self._begin = redis.register_script(_BEGIN_FILL)
         self._finish = redis.register_script(_FINISH_FILL)
+        self._release = redis.register_script(_RELEASE)
         self._invalidate = redis.register_script(_INVALIDATE)
         self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
         self._refresh = redis.register_script(_REFRESH)
 
-    async def get(self, key: CacheKey) -> bytes | None:
-        return cast(bytes | None, await self.redis.get(key.name))
+    async def get(self, key: CacheKey, counter: Counter | None = None) -> bytes | None:
+        """The value; with a counter, also counts the request in the same round trip."""
+        if counter is None:
+            return cast(bytes | None, await self.redis.get(key.name))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(key.name)
+        pipe.zincrby(counter.zset, 1, counter.member)
+        value, _ = await pipe.execute()
+        return cast(bytes | None, value)
 
     async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
         reply = await self._begin(
-            keys=[key.name, key.fence, key.lease, key.epoch], args=[_ms(lease_s), token]
+            keys=[key.name, key.lease, key.epoch, *key.fences], args=[_ms(lease_s), token]
         )
         if reply[0] == 1:
             return FillTicket(value=reply[1], fence=b"", leased=False)
@@ -155,11 +185,15 @@ class RedisStore:
     async def finish_fill(
         self, key: CacheKey, value: bytes, ttl_s: float, fence: bytes, token: str
     ) -> bool:
-        keys = [key.name, key.fence, key.lease, key.epoch]
-        if key.tag is not None:
-            keys.append(key.tag)
-        stored = await self._finish(keys=keys, args=[value, _ms(ttl_s), fence, token])
+        stored = await self._finish(
+            keys=[key.name, key.lease, key.epoch, *key.fences, *key.tags],
+            args=[value, _ms(ttl_s), fence, token, len(key.fences)],
+        )
         return bool(stored)
+
+    async def release(self, key: CacheKey, token: str) -> None:
+        """Give back a lease whose fill failed, so the next reader need not wait it out."""
+        await self._release(keys=[key.lease], args=[token])
 
     async def flush_matching(
         self, pattern: str, epoch: str, keep: Callable[[str], bool] = lambda _: False

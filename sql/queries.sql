@@ -30,22 +30,6 @@ WHERE status = %(status)s AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s::bi
 ORDER BY id DESC
 LIMIT %(limit)s;
 
--- name: place_order
--- The price is computed from the model and the material in the same statement, so it
--- reflects the catalogue at the moment the order is placed.
-INSERT INTO orders (customer, model_id, material_id, quantity, params, total_price)
-SELECT %(customer)s, m.id, mat.id, %(quantity)s, %(params)s,
-       round((m.base_price + m.volume_cm3 * mat.density_g_cm3 * mat.price_per_gram)
-             * %(quantity)s, 2)
-FROM models m, materials mat
-WHERE m.id = %(model_id)s AND mat.id = %(material_id)s
-RETURNING id, customer, model_id, material_id, quantity, params, total_price, status,
-          created_at, updated_at;
-
--- name: catalogue_has
-SELECT EXISTS (SELECT 1 FROM models WHERE id = %(model_id)s) AS model,
-       EXISTS (SELECT 1 FROM materials WHERE id = %(material_id)s) AS material;
-
 -- name: move_status
 -- Conditional on the current status, so two operators racing on one order cannot both win.
 UPDATE orders SET status = %(to)s
@@ -125,3 +109,24 @@ SELECT coalesce(max(id), 0) FROM cache_outbox;
 -- The listener deletes outbox rows once Redis has them: every id below the oldest left
 -- is done (none left: every id so far).
 SELECT coalesce(min(id) - 1, 9223372036854775807) FROM cache_outbox;
+
+-- name: price_inputs
+-- One round trip that also tells which of the model and the material is missing. The
+-- kind's own rule wins over the default rule '*'.
+SELECT m.id IS NOT NULL AS has_model, mat.id IS NOT NULL AS has_material,
+       m.kind, m.base_price, m.volume_cm3, m.mesh, mat.density_g_cm3, mat.price_per_gram,
+       r.kind AS rule_kind, r.labour, r.finishing_per_cm2, r.casting_loss, r.minimum_price,
+       r.size_base, r.size_min, r.size_max, r.size_step
+FROM (SELECT) AS one
+LEFT JOIN models m ON m.id = %(model_id)s
+LEFT JOIN materials mat ON mat.id = %(material_id)s
+LEFT JOIN LATERAL (
+    SELECT * FROM pricing_rules WHERE kind IN (m.kind, '*') ORDER BY kind = '*' LIMIT 1
+) r ON true;
+
+-- name: insert_order
+-- The total is the price the API computed from the catalogue in the same transaction.
+INSERT INTO orders (customer, model_id, material_id, quantity, params, total_price)
+VALUES (%(customer)s, %(model_id)s, %(material_id)s, %(quantity)s, %(params)s, %(total_price)s)
+RETURNING id, customer, model_id, material_id, quantity, params, total_price, status,
+          created_at, updated_at;

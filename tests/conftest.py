@@ -61,7 +61,7 @@ def servers() -> Iterator[Servers]:
     try:
         template_url = pg.create_database(TEMPLATE)
         apply_migrations(template_url)
-        load_demo_data(template_url, orders=300)
+        load_demo_data(template_url, orders=300, models=24)
         yield Servers(pg, rs, workdir)
     finally:
         rs.stop()
@@ -73,7 +73,7 @@ _db_numbers = itertools.count()
 
 @pytest.fixture
 def database_url(servers: Servers) -> str:
-    """A fresh, migrated database with a small demo catalogue and 300 orders."""
+    """A fresh, migrated database with a small demo catalogue (24 models) and 300 orders."""
     return servers.pg.create_database(f"t{next(_db_numbers)}", template=TEMPLATE)
 
 

@@ -16,9 +16,27 @@ CREATE TABLE IF NOT EXISTS cache_outbox (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Trigger arguments, if any, name the columns that matter to the cache: an update that
+-- keeps the id and leaves all of them alone records nothing (a material's rename touches
+-- no price).
 CREATE OR REPLACE FUNCTION cache_outbox_record() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    col text;
+    relevant boolean := false;
 BEGIN
+    -- Nested tests: OLD and NEW exist only in row-level UPDATE triggers.
+    IF TG_OP = 'UPDATE' AND TG_NARGS > 0 THEN
+        IF OLD.id = NEW.id THEN
+            FOREACH col IN ARRAY TG_ARGV LOOP
+                relevant := relevant
+                    OR to_jsonb(OLD) -> col IS DISTINCT FROM to_jsonb(NEW) -> col;
+            END LOOP;
+            IF NOT relevant THEN
+                RETURN NULL;
+            END IF;
+        END IF;
+    END IF;
     -- to_jsonb() reads id and status from any of the cached tables (models have no status).
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO cache_outbox (table_name, op) VALUES (TG_TABLE_NAME, 'truncate');
@@ -47,6 +65,11 @@ CREATE OR REPLACE TRIGGER models_cache_outbox AFTER INSERT OR UPDATE OR DELETE O
 CREATE OR REPLACE TRIGGER models_cache_outbox_truncate AFTER TRUNCATE ON models
     FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
 CREATE OR REPLACE TRIGGER materials_cache_outbox AFTER INSERT OR UPDATE OR DELETE ON materials
-    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record('density_g_cm3', 'price_per_gram');
 CREATE OR REPLACE TRIGGER materials_cache_outbox_truncate AFTER TRUNCATE ON materials
+    FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER pricing_rules_cache_outbox
+    AFTER INSERT OR UPDATE OR DELETE ON pricing_rules
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER pricing_rules_cache_outbox_truncate AFTER TRUNCATE ON pricing_rules
     FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();

@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from mescache.demo import load_demo_data
+from mescache import mesh
+from mescache.demo import KINDS, load_demo_data
 from mescache.migrate import apply_migrations, main, migration_files
 
 
@@ -24,7 +25,17 @@ def test_migrations_are_recorded_and_safe_to_run_again(database_url: str) -> Non
             )
         }
     assert identity == ("f",)
-    assert published == {"orders", "models", "materials"}
+    assert published == {"orders", "models", "materials", "pricing_rules"}
+
+
+def test_every_demo_model_has_a_mesh_that_agrees_with_its_volume(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT kind, volume_cm3, mesh FROM models").fetchall()
+    assert {kind for kind, _, _ in rows} == set(KINDS)
+    for _, volume, stored in rows:
+        shape = mesh.decode(stored)
+        assert 1000 <= len(shape.triangles) <= 6000
+        assert mesh.measure(shape).volume_mm3 / 1000 == pytest.approx(float(volume), abs=0.001)
 
 
 def test_updated_at_is_kept_by_the_database(database_url: str) -> None:

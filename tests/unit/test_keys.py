@@ -34,3 +34,14 @@ def test_prefix_applies_to_every_name() -> None:
     assert keys.status_family("done") == "shop1:orders:status:done"
     assert keys.price_family_of_model(3) == "shop1:price:model:3"
     assert keys.namespace_pattern() == "shop1:*"
+
+
+def test_a_price_is_fenced_by_and_listed_in_each_of_its_three_families() -> None:
+    keys = KeySchema("p:")
+    price = keys.price(5, 2, "size=17.5")
+    assert price.name == "p:price:5:2:size=17.5"
+    assert price.tags == ("p:price:model:5", "p:price:material:2", "p:price:all")
+    assert price.fences == tuple(keys.family_fence(t) for t in price.tags)
+    other = keys.price(5, 3, "size=17.5")
+    assert other.fences[0] == price.fences[0]
+    assert other.fences[1] != price.fences[1]

@@ -68,6 +68,37 @@ def test_catalogue_changes_touch_their_price_families() -> None:
     )
 
 
+def material(material_id: int, price: str, name: str = "Gold") -> dict[str, object]:
+    return {
+        "id": str(material_id),
+        "name": name,
+        "density_g_cm3": "13.000",
+        "price_per_gram": price,
+    }
+
+
+def test_a_material_touches_its_prices_only_when_a_priced_column_changes() -> None:
+    renamed = Change("materials", "update", material(2, "62.00"), material(2, "62.00", "Au 585"))
+    assert not touched_by(renamed)
+    repriced = Change("materials", "update", material(2, "62.00"), material(2, "63.00"))
+    assert touched_by(repriced) == Touched(price_materials={2})
+    # the outbox sends ids only: it filtered already, so an update it sends is a real one
+    assert touched_by(Change("materials", "update", {"id": "2"}, {"id": "2"})) == Touched(
+        price_materials={2}
+    )
+    # no old image (REPLICA IDENTITY lost): assume the worst
+    assert touched_by(Change("materials", "update", None, material(2, "62.00"))) == Touched(
+        price_materials={2}
+    )
+
+
+def test_any_pricing_rule_change_touches_every_price() -> None:
+    for op in ("insert", "update", "delete", "truncate"):
+        row = {"id": "1", "kind": "ring"}
+        change = Change("pricing_rules", op, None if op == "insert" else row, row)  # type: ignore[arg-type]
+        assert touched_by(change) == Touched(all_prices=True)
+
+
 def test_other_tables_touch_nothing() -> None:
     assert not touched_by(Change("scratch", "insert", None, {"id": "1"}))
 
