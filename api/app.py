@@ -13,6 +13,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
 from api import apikeys
 from api.apikeys import Principal
@@ -27,6 +28,7 @@ from mescache.durability import require_durable
 from mescache.keys import KeySchema
 from mescache.pending import PendingWrites
 from mescache.store import RedisStore, make_redis
+from mescache.warm import warm
 
 log = logging.getLogger("api")
 
@@ -56,6 +58,23 @@ def _key_lookup(pool: Pool) -> Lookup:
             return await apikeys.verify(conn, digest)
 
     return lookup
+
+
+async def warm_before_serving(
+    store: RedisStore, keys: KeySchema, pool: Pool, cfg: ApiSettings
+) -> None:
+    """Fill the hot keys, for at most WARM_TIMEOUT seconds; a failure only costs the misses
+    warm-up would have saved, so it never stops the API from starting."""
+    try:
+        report = await asyncio.wait_for(
+            warm(store, keys, pool, cfg, lease=cfg.fill_lease), cfg.warm_timeout
+        )
+    except TimeoutError:
+        log.warning("warm-up unfinished after %.1fs, serving anyway", cfg.warm_timeout)
+    except (RedisError, psycopg.Error, OSError) as exc:
+        log.warning("warm-up skipped, serving anyway: %r", exc)
+    else:
+        log.info("warm-up done: %s", report.summary())
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -104,6 +123,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 await asyncio.wait([provisioning], timeout=pool.timeout + 1)
                 if provisioning.done():
                     provisioning.result()  # a schema without api_keys fails the start-up here
+            if cfg.warm_on_start:
+                await warm_before_serving(store, keys, pool, cfg)
             yield
         finally:
             if provisioning is not None:

@@ -1,4 +1,5 @@
-"""`cdc-listener`: run the daemon, report on the slot, drop it, install the notify outbox.
+"""`cdc-listener`: run the daemon, report on the slot, drop it, install the notify outbox,
+warm the hot keys.
 
 Exit codes: 0 success, 1 a server could not be reached or refused, 2 bad settings or usage.
 """
@@ -13,13 +14,18 @@ import sys
 import psycopg
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from tqdm import tqdm
 
 from cdc_listener import daemon
 from cdc_listener.errors import ListenerError
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import drop_slot, slot_status
+from mescache.db import make_pool
+from mescache.keys import KeySchema
 from mescache.queries import SQL_DIR
 from mescache.settings import describe_settings_error
+from mescache.store import RedisStore, make_redis
+from mescache.warm import Outcome, Target, hot_targets, warm_targets
 
 
 async def _status(settings: ListenerSettings) -> int:
@@ -68,6 +74,30 @@ async def _install_notify(settings: ListenerSettings) -> int:
     return 0
 
 
+async def _warm(settings: ListenerSettings) -> int:
+    redis = make_redis(settings.redis_url, max(settings.redis_timeout, 5.0), 8)
+    pool = make_pool(settings.database_url, 1, 4, "cdc-listener-warm")
+    try:
+        await redis.ping()  # an unreachable Redis is reported before any database work
+        await pool.open(wait=True, timeout=10.0)
+        store, keys = RedisStore(redis), KeySchema(settings.key_prefix)
+        targets = await hot_targets(store, keys, pool, settings)
+        # A bar on a terminal; nothing on a pipe or in a log.
+        with tqdm(
+            total=len(targets), desc="warm", unit="key", file=sys.stderr, disable=None
+        ) as bar:
+
+            def advance(target: Target, outcome: Outcome) -> None:
+                bar.update()
+
+            report = await warm_targets(store, keys, targets, progress=advance)
+    finally:
+        await redis.aclose()
+        await pool.close()
+    print(f"warm: {report.summary()}")
+    return 0
+
+
 async def _run(settings: ListenerSettings) -> int:
     await daemon.run(settings)
     return 0
@@ -78,6 +108,7 @@ COMMANDS = {
     "status": (_status, "slot, confirmed LSN, retained WAL bytes, lag"),
     "drop-slot": (_drop, "drop the replication slot (the next run flushes the cache)"),
     "install-notify": (_install_notify, "install the outbox and triggers for CDC_MODE=notify"),
+    "warm": (_warm, "fill the hot keys (dashboard, lists, most requested prices) now"),
 }
 
 

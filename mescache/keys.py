@@ -133,8 +133,13 @@ class KeySchema:
         return f"{self.prefix}writes:status:dead"
 
     def outlives_flush(self, name: str) -> bool:
-        """Write-behind keys hold accepted writes, not copies of PostgreSQL: never flushed."""
-        return name.endswith("#pending") or name.startswith(f"{self.prefix}writes:")
+        """Keys that are no copy of PostgreSQL are never flushed: write-behind's accepted
+        writes, and the price request counts warm-up needs most after a flush."""
+        return (
+            name.endswith("#pending")
+            or name.startswith(f"{self.prefix}writes:")
+            or name == self.price_requests()
+        )
 
     def namespace_pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace (for a flush)."""

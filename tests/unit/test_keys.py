@@ -45,3 +45,10 @@ def test_a_price_is_fenced_by_and_listed_in_each_of_its_three_families() -> None
     other = keys.price(5, 3, "size=17.5")
     assert other.fences[0] == price.fences[0]
     assert other.fences[1] != price.fences[1]
+
+
+def test_the_price_request_counts_outlive_a_flush_and_prices_do_not() -> None:
+    keys = KeySchema("p:")
+    assert keys.outlives_flush(keys.price_requests())
+    assert not keys.outlives_flush(keys.price(1, 2, "size=base").name)
+    assert not keys.outlives_flush(keys.all_prices())
