@@ -71,8 +71,12 @@ async def wait_ready(settings: ListenerSettings, pid: int | None = None) -> None
                     " AND datname = current_database()"
                 ).fetchone()
                 return row is not None and row[0] > 0
+            # Held by a walsender: while pg_create_logical_replication_slot runs, the slot
+            # shows active too, before the listener has flushed and started streaming.
             row = conn.execute(
-                "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                "SELECT s.active AND EXISTS (SELECT 1 FROM pg_stat_activity a"
+                "  WHERE a.pid = s.active_pid AND a.backend_type = 'walsender'), s.active_pid"
+                " FROM pg_replication_slots s WHERE s.slot_name = %s",
                 [settings.cdc_slot],
             ).fetchone()
             if row is None or not row[0]:
