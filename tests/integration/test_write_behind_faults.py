@@ -272,3 +272,37 @@ def test_bad_writer_settings_exit_2(database_url: str, durable_redis_url: str) -
     )
     assert failed.returncode == 2
     assert "WRITER_MAX_ATTEMPTS" in failed.stderr
+
+
+async def test_kill_9_of_a_durable_redis_keeps_every_accepted_change(
+    servers: Servers, tmp_path: Path, database_url: str
+) -> None:
+    server = RedisServer(tmp_path / "redis", servers.redis.binary, appendonly=True)
+    server.start()
+    try:
+        orders = new_orders(database_url, 5)
+        application = create_app(api_settings(database_url, server.url(), write_behind=True))
+        accepted: dict[str, tuple[int, str]] = {}
+        async with (
+            application.router.lifespan_context(application),
+            http_client(application) as http,
+        ):
+            for order_id in orders:
+                resp = await http.patch(f"/orders/{order_id}", json={"status": "cancelled"})
+                assert resp.status_code == 202
+                accepted[resp.headers["x-pending-write"]] = (order_id, "cancelled")
+        server.kill()  # SIGKILL: only what reached the append-only file survives
+        server.start()  # same port and directory: the file is replayed
+
+        writer = InProcessWriter(writer_settings(database_url, server.url()))
+        await writer.start()
+        try:
+            await eventually(
+                lambda: asyncio.to_thread(lambda: applied_entries(database_url) == accepted),
+                "every change accepted before the crash applied",
+            )
+        finally:
+            await writer.close()
+        assert {status_in_db(database_url, o) for o in orders} == {"cancelled"}
+    finally:
+        server.stop()
