@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ def servers() -> Iterator[Servers]:
     finally:
         rs.stop()
         pg.stop("immediate")
+        # A session's servers take gigabytes (WAL, a database per test): leave nothing.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 _db_numbers = itertools.count()
