@@ -98,7 +98,3 @@ class KeyVerifier:
         self._entries.move_to_end(digest)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-
-    def forget(self) -> None:
-        """Drop every remembered answer (the next request of each key asks PostgreSQL)."""
-        self._entries.clear()
