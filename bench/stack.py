@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,8 @@ class Stack:
 
 @contextmanager
 def private_stack() -> Iterator[Stack]:
-    pg, redis = start_servers(Path(tempfile.mkdtemp(prefix="mescache-bench-")))
+    workdir = Path(tempfile.mkdtemp(prefix="mescache-bench-"))
+    pg, redis = start_servers(workdir)
     try:
         url = pg.create_database("bench")
         apply_migrations(url)
@@ -37,6 +39,7 @@ def private_stack() -> Iterator[Stack]:
     finally:
         redis.stop()
         pg.stop("immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def spawn(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
