@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from redis.asyncio.client import Pipeline
+
 from mescache import reads
 from mescache.db import Pool
 from mescache.keys import CacheKey, KeySchema
@@ -45,6 +47,12 @@ class Batch:
         self.touched.bound(max_keys)
         if self.touched.all_orders:
             self.images.clear()
+
+
+async def _execute(pipe: Pipeline) -> None:
+    """Send the pipeline; a failure must still release its connection and commands."""
+    async with pipe:  # its exit resets it
+        await pipe.execute()
 
 
 class Applier:
@@ -93,6 +101,7 @@ class Applier:
             stale.append(keys.new_orders())
         if touched.dashboard and dashboard is None:
             stale.append(keys.dashboard())
+        stale += [keys.probe(p) for p in sorted(touched.probes)]
         await store.queue_invalidate(pipe, *stale)
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
@@ -106,7 +115,7 @@ class Applier:
             await store.queue_refresh(
                 pipe, keys.dashboard(), dashboard, self.settings.ttl_dashboard, None
             )
-        await pipe.execute()
+        await _execute(pipe)
         log.debug(
             "applied commits=%d orders=%d families=%d lsn=%X",
             batch.commits,

@@ -48,6 +48,12 @@ class ListenerSettings(CacheSettings):
     cdc_notify_poll: float = Field(
         default=5.0, gt=0, description="drain the outbox at least this often, s"
     )
+    cdc_check_grace: float = Field(
+        default=2.0,
+        ge=0,
+        description="`check`: how long a differing key may take to be invalidated before it "
+        "counts as stale, s",
+    )
 
     @field_validator("cdc_slot", "cdc_publication")
     @classmethod

@@ -3,7 +3,8 @@
 Default names (no prefix): ``orders:dashboard``, ``orders:new``, ``orders:status:{status}``
 (a tag set listing the cached pages of one status), ``orders:status:{status}:page:...``,
 ``order:{id}``, and ``price:{model}:{material}:{params}`` (a price computation), which
-registers in three tag sets: ``price:model:{id}``, ``price:material:{id}`` and ``price:all``.
+registers in three tag sets: ``price:model:{id}``, ``price:material:{id}`` and ``price:all``;
+``probe:{id}`` belongs to a row of the consistency probe table.
 
 Every cached value has one or more *fences*: counters that each invalidation or refresh
 increments. A fill reads its fences before its SELECT and stores only if none moved (see
@@ -22,7 +23,10 @@ consumes and its dead letters ``writes:status:dead``. A flush of the namespace o
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,23 @@ class CacheKey:
     def tag(self) -> str | None:
         """The key's first family, if it has one."""
         return self.tags[0] if self.tags else None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """What a name found in the namespace stands for: its kind, the parameters it was
+    built from and, for a cached value, its CacheKey (to read its fence)."""
+
+    kind: str
+    params: dict[str, str]
+    key: CacheKey | None = None
+
+
+COMPANION: Final = "companion"  # fences, leases, versions, the epoch: every name with '#'
+TAG_SET: Final = "tag_set"
+UNKNOWN: Final = "unknown"
+# Names that are bookkeeping, not cached values: the tag sets of families.
+_TAG_SETS: Final = re.compile(r"orders:status:[a-z_]+|price:(model|material):[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +95,10 @@ class KeySchema:
 
     def order(self, order_id: int) -> CacheKey:
         return self._key(f"order:{order_id}")
+
+    def probe(self, probe_id: int) -> CacheKey:
+        """The key a row of the consistency probe table invalidates."""
+        return self._key(f"probe:{probe_id}")
 
     def status_family(self, status: str) -> str:
         """The tag set naming every cached page of one status."""
@@ -144,3 +169,44 @@ class KeySchema:
     def namespace_pattern(self) -> str:
         """A SCAN pattern matching every key of this namespace (for a flush)."""
         return f"{self.prefix}*" if self.prefix else "*"
+
+    def classify(self, name: str) -> KeyRef:
+        """What a name found in the namespace is: a cached value of a known kind (with its
+        parameters), a companion or tag set, or unknown (a kind this schema does not
+        know, or a name outside the prefix)."""
+        if not name.startswith(self.prefix):
+            return KeyRef(UNKNOWN, {})
+        bare = name[len(self.prefix) :]
+        if "#" in bare:
+            return KeyRef(COMPANION, {})
+        for kind, (pattern, build) in VALUE_KINDS.items():
+            match = pattern.fullmatch(bare)
+            if match is not None:
+                params = match.groupdict()
+                return KeyRef(kind, params, build(self, params))
+        if _TAG_SETS.fullmatch(bare):
+            return KeyRef(TAG_SET, {})
+        return KeyRef(UNKNOWN, {})
+
+
+def _page(keys: KeySchema, p: dict[str, str]) -> CacheKey:
+    cursor = None if p["start"] == "first" else int(p["start"])
+    return keys.status_page(p["status"], cursor, int(p["limit"]))
+
+
+# Every kind of cached value: its name's pattern (without the prefix) and how to build its
+# CacheKey back from the pattern's groups. A new kind adds one entry here (and its
+# comparison in cdc_listener.check).
+Builder = Callable[[KeySchema, dict[str, str]], CacheKey]
+VALUE_KINDS: Final[dict[str, tuple[re.Pattern[str], Builder]]] = {
+    "order": (re.compile(r"order:(?P<id>[0-9]+)"), lambda k, p: k.order(int(p["id"]))),
+    "dashboard": (re.compile(r"orders:dashboard"), lambda k, _: k.dashboard()),
+    "new_orders": (re.compile(r"orders:new"), lambda k, _: k.new_orders()),
+    "status_page": (
+        re.compile(
+            r"orders:status:(?P<status>[a-z_]+):page:(?P<start>first|[0-9]+):(?P<limit>[0-9]+)"
+        ),
+        _page,
+    ),
+    "probe": (re.compile(r"probe:(?P<id>[0-9]+)"), lambda k, p: k.probe(int(p["id"]))),
+}

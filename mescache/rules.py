@@ -7,6 +7,7 @@ Without the old row of an update or delete (the table lost REPLICA IDENTITY FULL
 list is touched. A change to a model touches the price family of the model; a change to a
 material touches its price family unless both row images show its density and price per
 gram unchanged (a rename costs nothing); any change to a pricing rule touches every price.
+A row of the consistency probe table touches its ``probe:{id}`` key.
 TRUNCATE touches every key of the table's families.
 
 `Touched` is a set of abstract targets; the listener turns it into Redis actions
@@ -23,7 +24,7 @@ from typing import Literal
 from mescache.orders import ACTIVE, STATUSES
 
 Operation = Literal["insert", "update", "delete", "truncate"]
-CACHED_TABLES = frozenset({"orders", "models", "materials", "pricing_rules"})
+CACHED_TABLES = frozenset({"orders", "models", "materials", "pricing_rules", "cache_probe"})
 # The columns of a material a price is computed from.
 MATERIAL_PRICE_COLUMNS = ("density_g_cm3", "price_per_gram")
 
@@ -50,6 +51,7 @@ class Touched:
     price_models: set[int] = field(default_factory=set)
     price_materials: set[int] = field(default_factory=set)
     all_prices: bool = False
+    probes: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(
@@ -61,6 +63,7 @@ class Touched:
             or self.price_models
             or self.price_materials
             or self.all_prices
+            or self.probes
         )
 
     def update(self, other: Touched) -> None:
@@ -72,6 +75,7 @@ class Touched:
         self.price_models |= other.price_models
         self.price_materials |= other.price_materials
         self.all_prices |= other.all_prices
+        self.probes |= other.probes
 
     def bound(self, max_keys: int) -> None:
         """Past `max_keys` ids of a kind, touch the whole family instead of each key."""
@@ -145,12 +149,22 @@ def _catalogue(change: Change, touched: Touched) -> None:
         touched.all_prices = True
 
 
+def _probe(change: Change, touched: Touched) -> None:
+    # A probe row is only ever updated one at a time; a TRUNCATE has no key to time.
+    for row in (change.old, change.new):
+        probe_id = _row_id(row)
+        if probe_id is not None:
+            touched.probes.add(probe_id)
+
+
 def add_change(touched: Touched, change: Change) -> None:
     """Add the targets of one change to `touched` (a transaction's or a burst's set)."""
     if change.table == "orders":
         _orders(change, touched)
     elif change.table in ("models", "materials", "pricing_rules"):
         _catalogue(change, touched)
+    elif change.table == "cache_probe":
+        _probe(change, touched)
 
 
 def touched_by(change: Change) -> Touched:

@@ -73,3 +73,5 @@ CREATE OR REPLACE TRIGGER pricing_rules_cache_outbox
     FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();
 CREATE OR REPLACE TRIGGER pricing_rules_cache_outbox_truncate AFTER TRUNCATE ON pricing_rules
     FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
+CREATE OR REPLACE TRIGGER cache_probe_outbox AFTER INSERT OR UPDATE OR DELETE ON cache_probe
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record();

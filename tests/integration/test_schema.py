@@ -25,7 +25,7 @@ def test_migrations_are_recorded_and_safe_to_run_again(database_url: str) -> Non
             )
         }
     assert identity == ("f",)
-    assert published == {"orders", "models", "materials", "pricing_rules"}
+    assert published == {"orders", "models", "materials", "pricing_rules", "cache_probe"}
 
 
 def test_every_demo_model_has_a_mesh_that_agrees_with_its_volume(database_url: str) -> None:

@@ -120,3 +120,8 @@ def test_merging_is_a_union() -> None:
     a.update(touched_by(Change("orders", "update", order(2, "done"), order(2, "cancelled"))))
     assert a.orders == {1, 2}
     assert a.statuses == {"new", "in_progress", "done", "cancelled"}
+
+
+def test_a_probe_row_touches_its_probe_key_only() -> None:
+    change = Change("cache_probe", "update", {"id": "3", "seq": "1"}, {"id": "3", "seq": "2"})
+    assert touched_by(change) == Touched(probes={3})
