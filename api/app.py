@@ -11,9 +11,12 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api import apikeys
 from api.apikeys import Principal
@@ -147,5 +150,27 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(status_code=503, content={"detail": "database unavailable"})
+
+    # A value the database cannot store (a NaN in params, say) is the client's error.
+    @app.exception_handler(psycopg.DataError)
+    async def value_refused(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        reason = exc.diag.message_primary or "invalid value"
+        return JSONResponse(status_code=422, content={"detail": f"value refused: {reason}"})
+
+    # Starlette's 405 lists only the methods of the first route that matched the path; one
+    # path here serves several routes (GET and PATCH /orders/{id}), so Allow would lie.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            allowed = sorted(
+                {
+                    method
+                    for route in router.routes  # the API's own routes, as declared
+                    if route.matches({**request.scope, "method": ""})[0] != Match.NONE
+                    for method in getattr(route, "methods", None) or ()
+                }
+            )
+            exc = StarletteHTTPException(405, exc.detail, {"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
 
     return app

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, cast
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import write_behind
 from api.apikeys import Principal
@@ -49,6 +49,8 @@ router = APIRouter()
 operator_only = [Depends(require_operator)]
 
 BIGINT_MAX: Final = 2**63 - 1
+# ids are bigint: a larger one is a client error, not a database error
+OrderId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 
 
 class NewOrder(BaseModel):
@@ -56,13 +58,32 @@ class NewOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer: str = Field(min_length=1, max_length=200)
-    model_id: int = Field(ge=1)
-    material_id: int = Field(ge=1)
+    # PostgreSQL text cannot hold NUL: say so here rather than fail in the INSERT.
+    customer: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    model_id: int = Field(ge=1, le=BIGINT_MAX)
+    material_id: int = Field(ge=1, le=BIGINT_MAX)
     quantity: int = Field(default=1, ge=1, le=10_000)
     params: dict[str, Any] = Field(
         default_factory=dict, description="print parameters: size, engraving, ..."
     )
+
+    @field_validator("params")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _has_nul(value):
+            raise ValueError("params must not contain the NUL character (\\u0000)")
+        return value
+
+
+def _has_nul(value: object) -> bool:
+    """Whether a JSON value holds a NUL character, which jsonb cannot store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class OrderStatus(BaseModel):
@@ -142,15 +163,18 @@ async def newest(ctx: Ctx) -> Response:
 async def by_status(
     ctx: Ctx,
     status: Status,
-    limit: Annotated[int | None, Query(ge=1, description="page size")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, description="page size; capped at the server's maximum")
+    ] = None,
     cursor: Annotated[
-        int | None, Query(ge=1, description="next_cursor of the previous page")
+        int | None, Query(ge=1, le=BIGINT_MAX, description="next_cursor of the previous page")
     ] = None,
 ) -> Response:
-    """One status's orders, newest first, a page at a time; every page is cached."""
-    page_size = limit or ctx.settings.page_limit_default
-    if page_size > ctx.settings.page_limit_max:
-        raise HTTPException(422, f"limit must be at most {ctx.settings.page_limit_max}")
+    """One status's orders, newest first, a page at a time; every page is cached.
+
+    A limit above PAGE_LIMIT_MAX is served as PAGE_LIMIT_MAX (next_cursor continues).
+    """
+    page_size = min(limit or ctx.settings.page_limit_default, ctx.settings.page_limit_max)
     read = await ctx.cache.get(
         ctx.keys.status_page(status, cursor, page_size),
         ctx.settings.ttl_status,
@@ -197,12 +221,12 @@ _ONE_ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get(
-    "/orders/{order_id}",
+    "/orders/{order_id:int}",
     response_model=Order,
     tags=["orders"],
     responses=_ONE_ORDER_RESPONSES,
 )
-async def one_order(ctx: Ctx, caller: Caller, order_id: int) -> Response:
+async def one_order(ctx: Ctx, caller: Caller, order_id: OrderId) -> Response:
     """One order (key `order:{id}`); a client sees only its own customer's orders.
 
     In write-behind mode a status change not yet settled in PostgreSQL and the cache shows
@@ -212,12 +236,12 @@ async def one_order(ctx: Ctx, caller: Caller, order_id: int) -> Response:
 
 
 @router.get(
-    "/orders/{order_id}/status",
+    "/orders/{order_id:int}/status",
     response_model=OrderStatus,
     tags=["orders"],
     responses=_ONE_ORDER_RESPONSES,
 )
-async def order_status(ctx: Ctx, caller: Caller, order_id: int) -> Response:
+async def order_status(ctx: Ctx, caller: Caller, order_id: OrderId) -> Response:
     """Where one order stands, served from the same cached `order:{id}` value."""
     read, fields, overlay = await _read_order(ctx, caller, order_id)
     body = json.dumps(
@@ -250,6 +274,7 @@ def _order_size(params: dict[str, Any]) -> Decimal | None:
     tags=["orders"],
     responses={
         **AUTH_RESPONSES,
+        400: {"description": "the body is not JSON"},
         403: {"description": "a client key placing an order for another customer"},
         422: {"description": "unknown model or material, a size that does not fit, a bad body"},
     },
@@ -329,18 +354,19 @@ async def price(
 
 
 @router.patch(
-    "/orders/{order_id}",
+    "/orders/{order_id:int}",
     response_model=Order,
     tags=["orders"],
     responses={
         **AUTH_RESPONSES,
         202: {"description": "write-behind mode: accepted, PostgreSQL follows shortly"},
+        400: {"description": "the body is not JSON"},
         404: {"description": "no such order"},
         409: {"description": "the move is not allowed from the order's current status"},
         503: {"description": "write-behind mode: Redis cannot take the change now"},
     },
 )
-async def change_status(ctx: Ctx, _: Operator, order_id: int, change: StatusChange) -> Response:
+async def change_status(ctx: Ctx, _: Operator, order_id: OrderId, change: StatusChange) -> Response:
     """Move an order along new → in_progress → done, or cancel it while not done.
 
     With WRITE_BEHIND=true the change is checked against the order's pending status,

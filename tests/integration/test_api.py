@@ -198,7 +198,6 @@ async def test_unknown_order_is_404(client: httpx.AsyncClient) -> None:
         ("PATCH", "/orders/1", {"status": "shipped"}),
         ("PATCH", "/orders/1", {"status": "done", "extra": 1}),
         ("PATCH", "/orders/1", "not json"),
-        ("PATCH", "/orders/abc", {"status": "done"}),
         ("POST", "/orders", {**NEW_ORDER, "quantity": 0}),
         ("POST", "/orders", {**NEW_ORDER, "customer": ""}),
         ("POST", "/orders", {k: v for k, v in NEW_ORDER.items() if k != "model_id"}),
@@ -207,9 +206,13 @@ async def test_unknown_order_is_404(client: httpx.AsyncClient) -> None:
         ("GET", "/orders?status=shipped", None),
         ("GET", "/orders", None),
         ("GET", "/orders?status=new&limit=0", None),
-        ("GET", "/orders?status=new&limit=100000", None),
+        ("GET", "/orders?status=new&cursor=9223372036854775808", None),
+        ("POST", "/orders", {**NEW_ORDER, "model_id": 2**63}),
+        ("POST", "/orders", {**NEW_ORDER, "customer": "Ada\u0000"}),
+        ("POST", "/orders", {**NEW_ORDER, "params": {"engraving": ["x\u0000"]}}),
+        ("POST", "/orders", {**NEW_ORDER, "params": {"size": float("nan")}}),
+        ("GET", "/orders/9223372036854775808", None),
         ("GET", "/orders?status=new&cursor=-4", None),
-        ("GET", "/orders/abc", None),
     ],
 )
 async def test_bad_input_is_422_with_a_message(
@@ -221,6 +224,32 @@ async def test_bad_input_is_422_with_a_message(
     )
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/orders/abc"), ("PATCH", "/orders/abc")])
+async def test_a_path_that_is_no_order_id_is_404(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    resp = await client.request(method, path, json={"status": "done"})
+    assert resp.status_code == 404, resp.text
+
+
+async def test_a_method_a_path_does_not_serve_is_405_naming_every_allowed_one(
+    client: httpx.AsyncClient,
+) -> None:
+    dashboard = await client.patch("/orders/dashboard", json={"status": "done"})
+    assert dashboard.status_code == 405
+    assert dashboard.headers["allow"] == "GET"
+    one = await client.delete("/orders/1")
+    assert one.status_code == 405
+    assert one.headers["allow"] == "GET, PATCH"
+
+
+async def test_a_limit_above_the_maximum_is_capped(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/orders", params={"status": "done", "limit": 100_000})
+    assert resp.status_code == 200
+    assert len(resp.json()["items"]) == 200  # PAGE_LIMIT_MAX
+    assert resp.json()["next_cursor"] is not None
 
 
 async def test_unknown_catalogue_entries_are_named(client: httpx.AsyncClient) -> None:

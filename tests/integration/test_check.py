@@ -4,7 +4,6 @@ listener is about to fix, and times invalidations end to end through the probe t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import psycopg
