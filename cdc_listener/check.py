@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from mescache import reads
 from mescache.db import Pool
 from mescache.errors import OrderNotFound
-from mescache.keys import COMPANION, TAG_SET, UNKNOWN, KeyRef, KeySchema
+from mescache.keys import COMPANION, TAG_SET, UNKNOWN, WRITE_BEHIND, KeyRef, KeySchema
 from mescache.settings import CacheSettings
 
 # How a kind's value is computed from PostgreSQL now; None: the value should not exist.
@@ -139,7 +139,7 @@ class Checker:
             ref = self.keys.classify(name)
             if ref.kind in RECOMPUTE:
                 refs[name] = ref
-            elif ref.kind in (COMPANION, TAG_SET) or ref.kind in NOT_COMPARED:
+            elif ref.kind in (COMPANION, TAG_SET, WRITE_BEHIND) or ref.kind in NOT_COMPARED:
                 report.skipped[ref.kind] += 1
             else:
                 report.skipped[UNKNOWN if ref.key is None else f"{ref.kind} (no comparison)"] += 1

@@ -62,6 +62,7 @@ class KeyRef:
 
 COMPANION: Final = "companion"  # fences, leases, versions, the epoch: every name with '#'
 TAG_SET: Final = "tag_set"
+WRITE_BEHIND: Final = "write_behind"  # accepted writes (overlays, the stream): not copies
 UNKNOWN: Final = "unknown"
 # Names that are bookkeeping, not cached values: the tag sets of families.
 _TAG_SETS: Final = re.compile(r"orders:status:[a-z_]+|price:(model|material):[0-9]+")
@@ -177,6 +178,8 @@ class KeySchema:
         if not name.startswith(self.prefix):
             return KeyRef(UNKNOWN, {})
         bare = name[len(self.prefix) :]
+        if self.outlives_flush(name):
+            return KeyRef(WRITE_BEHIND, {})
         if "#" in bare:
             return KeyRef(COMPANION, {})
         for kind, (pattern, build) in VALUE_KINDS.items():

@@ -6,7 +6,7 @@ import json
 
 from cdc_listener.check import RECOMPUTE, describe_diff
 from cdc_listener.probe import SampleReport
-from mescache.keys import COMPANION, TAG_SET, UNKNOWN, VALUE_KINDS, KeySchema
+from mescache.keys import COMPANION, TAG_SET, UNKNOWN, VALUE_KINDS, WRITE_BEHIND, KeySchema
 
 
 def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
@@ -28,6 +28,8 @@ def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
         assert keys.classify(keys.status_family("new")).kind == TAG_SET
         assert keys.classify(keys.price_family_of_model(7)).kind == TAG_SET
         assert keys.classify(keys.prefix + "something:else").kind == UNKNOWN
+        assert keys.classify(keys.pending(5)).kind == WRITE_BEHIND
+        assert keys.classify(keys.write_stream()).kind == WRITE_BEHIND
     assert KeySchema("shop1:").classify("order:1").kind == UNKNOWN  # another namespace
 
 
