@@ -30,8 +30,9 @@ from redis.asyncio import Redis
 
 from mescache import reads
 from mescache.db import Pool
-from mescache.errors import OrderNotFound
-from mescache.keys import COMPANION, TAG_SET, UNKNOWN, WRITE_BEHIND, KeyRef, KeySchema
+from mescache.errors import OrderNotFound, PricingError
+from mescache.keys import COMPANION, STATS, TAG_SET, UNKNOWN, WRITE_BEHIND, KeyRef, KeySchema
+from mescache.pricing import PriceRequest
 from mescache.settings import CacheSettings
 
 # How a kind's value is computed from PostgreSQL now; None: the value should not exist.
@@ -50,11 +51,20 @@ async def _status_page(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes
     return await reads.status_page_json(pool, p["status"], cursor, int(p["limit"]))
 
 
+async def _price(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
+    try:
+        request = PriceRequest.from_member(f"{p['model']}:{p['material']}:{p['params']}")
+        return await reads.price_json(pool, request)
+    except PricingError:
+        return None  # an unknown model or material, a size that does not fit: never cached
+
+
 RECOMPUTE: dict[str, Recompute] = {
     "order": _order,
     "dashboard": lambda pool, _, __: reads.dashboard_json(pool),
     "new_orders": lambda pool, s, _: reads.newest_json(pool, s.new_orders_limit),
     "status_page": _status_page,
+    "price": _price,
 }
 # Kinds that hold no database value: a probe key is a marker the sampling mode sets.
 NOT_COMPARED = frozenset({"probe"})
@@ -109,7 +119,7 @@ class _Seen:
     """A cached value with what would move if anything invalidated or replaced it."""
 
     value: bytes | None
-    fence: bytes | None
+    fences: tuple[bytes | None, ...]
     epoch: bytes | None
 
 
@@ -139,7 +149,7 @@ class Checker:
             ref = self.keys.classify(name)
             if ref.kind in RECOMPUTE:
                 refs[name] = ref
-            elif ref.kind in (COMPANION, TAG_SET, WRITE_BEHIND) or ref.kind in NOT_COMPARED:
+            elif ref.kind in (COMPANION, TAG_SET, WRITE_BEHIND, STATS) or ref.kind in NOT_COMPARED:
                 report.skipped[ref.kind] += 1
             else:
                 report.skipped[UNKNOWN if ref.key is None else f"{ref.kind} (no comparison)"] += 1
@@ -180,16 +190,25 @@ class Checker:
         return stale
 
     async def _observe(self, names: list[str], refs: dict[str, KeyRef]) -> list[_Seen]:
-        """Values, fences and the epoch, read in one atomic round trip."""
+        """Values, every fence of each (a price has three) and the epoch, read in one
+        atomic round trip."""
         if not names:
             return []
-        fences = [ref.key.fence for ref in (refs[n] for n in names) if ref.key is not None]
+        fences = [_fences_of(refs[n]) for n in names]
+        flat = [fence for group in fences for fence in group]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.mget(names)
-            pipe.mget(fences)
+            if flat:
+                pipe.mget(flat)
             pipe.get(self.keys.epoch())
-            values, fence_values, epoch = await pipe.execute()
-        return [_Seen(v, f, epoch) for v, f in zip(values, fence_values, strict=True)]
+            replies = await pipe.execute()
+        values, epoch = replies[0], replies[-1]
+        fence_values: list[bytes | None] = replies[1] if flat else []
+        seen, at = [], 0
+        for value, group in zip(values, fences, strict=True):
+            seen.append(_Seen(value, tuple(fence_values[at : at + len(group)]), epoch))
+            at += len(group)
+        return seen
 
     async def _recompute(self, names: list[str], refs: dict[str, KeyRef]) -> list[bytes | None]:
         limit = asyncio.Semaphore(4)
@@ -200,6 +219,10 @@ class Checker:
                 return await RECOMPUTE[ref.kind](self.pool, self.settings, ref.params)
 
         return list(await asyncio.gather(*(one(n) for n in names)))
+
+
+def _fences_of(ref: KeyRef) -> tuple[str, ...]:
+    return () if ref.key is None else ref.key.fences
 
 
 def describe_diff(cached: bytes, truth: bytes | None) -> str:

@@ -64,8 +64,12 @@ COMPANION: Final = "companion"  # fences, leases, versions, the epoch: every nam
 TAG_SET: Final = "tag_set"
 WRITE_BEHIND: Final = "write_behind"  # accepted writes (overlays, the stream): not copies
 UNKNOWN: Final = "unknown"
-# Names that are bookkeeping, not cached values: the tag sets of families.
-_TAG_SETS: Final = re.compile(r"orders:status:[a-z_]+|price:(model|material):[0-9]+")
+STATS: Final = "stats"  # counters kept beside the cache (price requests): not copies
+# Names that are bookkeeping, not cached values: the families' tag sets, the counters.
+_BOOKKEEPING: Final = (
+    (TAG_SET, re.compile(r"orders:status:[a-z_]+|price:(model|material):[0-9]+|price:all")),
+    (STATS, re.compile(r"stats:[a-z-]+")),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +191,8 @@ class KeySchema:
             if match is not None:
                 params = match.groupdict()
                 return KeyRef(kind, params, build(self, params))
-        if _TAG_SETS.fullmatch(bare):
-            return KeyRef(TAG_SET, {})
-        return KeyRef(UNKNOWN, {})
+        kind = next((k for k, pattern in _BOOKKEEPING if pattern.fullmatch(bare)), UNKNOWN)
+        return KeyRef(kind, {})
 
 
 def _page(keys: KeySchema, p: dict[str, str]) -> CacheKey:
@@ -210,6 +213,10 @@ VALUE_KINDS: Final[dict[str, tuple[re.Pattern[str], Builder]]] = {
             r"orders:status:(?P<status>[a-z_]+):page:(?P<start>first|[0-9]+):(?P<limit>[0-9]+)"
         ),
         _page,
+    ),
+    "price": (
+        re.compile(r"price:(?P<model>[0-9]+):(?P<material>[0-9]+):(?P<params>.+)"),
+        lambda k, p: k.price(int(p["model"]), int(p["material"]), p["params"]),
     ),
     "probe": (re.compile(r"probe:(?P<id>[0-9]+)"), lambda k, p: k.probe(int(p["id"]))),
 }

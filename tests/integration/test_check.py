@@ -29,6 +29,7 @@ WARM_PATHS = (
     "/orders/2",
     "/orders?status=new",
     "/orders?status=done&limit=5",
+    "/models/1/price?material=1",
 )
 
 
@@ -63,8 +64,14 @@ async def test_a_cache_filled_through_the_api_is_clean(
     report = await run_check(database_url, redis_url)
     assert report.stale == []
     assert report.suspects == 0
-    assert report.checked == {"dashboard": 1, "new_orders": 1, "order": 2, "status_page": 2}
-    assert report.skipped["tag_set"] == 2  # orders:status:new and :done
+    assert report.checked == {
+        "dashboard": 1,
+        "new_orders": 1,
+        "order": 2,
+        "status_page": 2,
+        "price": 1,
+    }
+    assert report.skipped["tag_set"] == 5  # orders:status:new and :done, 3 price families
 
 
 async def test_a_change_nobody_invalidated_is_reported_with_its_diff(
@@ -75,12 +82,14 @@ async def test_a_change_nobody_invalidated_is_reported_with_its_diff(
         database_url,
         "UPDATE orders SET quantity = quantity + 1 WHERE id = 1",
         "DELETE FROM orders WHERE id = 2",
+        "UPDATE materials SET price_per_gram = price_per_gram * 2 WHERE id = 1",
     )
     report = await run_check(database_url, redis_url)
     stale = {s.name: s for s in report.stale}
     assert stale["order:2"].diff == "cached, but PostgreSQL has no such row"
     assert stale["order:1"].diff.startswith("quantity: cached ")
     assert "updated_at" in stale["order:1"].diff
+    assert [s.kind for s in report.stale if s.name.startswith("price:")] == ["price"]
     assert "order:1" in report.summary()
 
 
@@ -151,7 +160,7 @@ async def test_cli_exits_3_on_stale_keys_and_0_when_clean(
     await fill(client)
     clean = cli("check", "--grace", "0", env=env)
     assert clean.returncode == 0, clean.stderr
-    assert clean.stdout.startswith("checked 6 cached values")
+    assert clean.stdout.startswith("checked 7 cached values")
     dba(database_url, "UPDATE orders SET status = 'cancelled' WHERE id = 1")
     stale = cli("check", "--grace", "0.1", env=env)
     assert stale.returncode == 3, stale.stderr

@@ -17,6 +17,7 @@ def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
             "new_orders": keys.new_orders(),
             "status_page": keys.status_page("done", 900, 50),
             "probe": keys.probe(3),
+            "price": keys.price(4, 2, "size=17.5"),
         }
         for kind, key in built.items():
             ref = keys.classify(key.name)
@@ -27,6 +28,8 @@ def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
         assert first.key == keys.status_page("new", None, 20)
         assert keys.classify(keys.status_family("new")).kind == TAG_SET
         assert keys.classify(keys.price_family_of_model(7)).kind == TAG_SET
+        assert keys.classify(keys.all_prices()).kind == TAG_SET
+        assert keys.classify(keys.price_requests()).kind == "stats"
         assert keys.classify(keys.prefix + "something:else").kind == UNKNOWN
         assert keys.classify(keys.pending(5)).kind == WRITE_BEHIND
         assert keys.classify(keys.write_stream()).kind == WRITE_BEHIND
