@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from mescache import reads
 from mescache.db import Pool
 from mescache.errors import OrderNotFound, PricingError
-from mescache.keys import COMPANION, STATS, TAG_SET, UNKNOWN, WRITE_BEHIND, KeyRef, KeySchema
+from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, KeyRef, KeySchema
 from mescache.pricing import PriceRequest
 from mescache.settings import CacheSettings
 
@@ -149,7 +149,7 @@ class Checker:
             ref = self.keys.classify(name)
             if ref.kind in RECOMPUTE:
                 refs[name] = ref
-            elif ref.kind in (COMPANION, TAG_SET, WRITE_BEHIND, STATS) or ref.kind in NOT_COMPARED:
+            elif ref.kind in (COMPANION, TAG_SET, KEPT) or ref.kind in NOT_COMPARED:
                 report.skipped[ref.kind] += 1
             else:
                 report.skipped[UNKNOWN if ref.key is None else f"{ref.kind} (no comparison)"] += 1

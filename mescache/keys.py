@@ -62,13 +62,11 @@ class KeyRef:
 
 COMPANION: Final = "companion"  # fences, leases, versions, the epoch: every name with '#'
 TAG_SET: Final = "tag_set"
-WRITE_BEHIND: Final = "write_behind"  # accepted writes (overlays, the stream): not copies
+KEPT: Final = "kept"  # no copy of PostgreSQL (write-behind's writes, counters): never flushed
 UNKNOWN: Final = "unknown"
-STATS: Final = "stats"  # counters kept beside the cache (price requests): not copies
 # Names that are bookkeeping, not cached values: the families' tag sets, the counters.
 _BOOKKEEPING: Final = (
     (TAG_SET, re.compile(r"orders:status:[a-z_]+|price:(model|material):[0-9]+|price:all")),
-    (STATS, re.compile(r"stats:[a-z-]+")),
 )
 
 
@@ -183,7 +181,7 @@ class KeySchema:
             return KeyRef(UNKNOWN, {})
         bare = name[len(self.prefix) :]
         if self.outlives_flush(name):
-            return KeyRef(WRITE_BEHIND, {})
+            return KeyRef(KEPT, {})
         if "#" in bare:
             return KeyRef(COMPANION, {})
         for kind, (pattern, build) in VALUE_KINDS.items():

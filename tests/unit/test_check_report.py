@@ -6,7 +6,7 @@ import json
 
 from cdc_listener.check import RECOMPUTE, describe_diff
 from cdc_listener.probe import SampleReport
-from mescache.keys import COMPANION, TAG_SET, UNKNOWN, VALUE_KINDS, WRITE_BEHIND, KeySchema
+from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, VALUE_KINDS, KeySchema
 
 
 def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
@@ -29,10 +29,10 @@ def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
         assert keys.classify(keys.status_family("new")).kind == TAG_SET
         assert keys.classify(keys.price_family_of_model(7)).kind == TAG_SET
         assert keys.classify(keys.all_prices()).kind == TAG_SET
-        assert keys.classify(keys.price_requests()).kind == "stats"
+        assert keys.classify(keys.price_requests()).kind == KEPT
         assert keys.classify(keys.prefix + "something:else").kind == UNKNOWN
-        assert keys.classify(keys.pending(5)).kind == WRITE_BEHIND
-        assert keys.classify(keys.write_stream()).kind == WRITE_BEHIND
+        assert keys.classify(keys.pending(5)).kind == KEPT
+        assert keys.classify(keys.write_stream()).kind == KEPT
     assert KeySchema("shop1:").classify("order:1").kind == UNKNOWN  # another namespace
 
 
