@@ -26,6 +26,7 @@ from api.keycache import KeyVerifier, Lookup
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
+from mescache import reads
 from mescache.db import Pool, make_pool
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
@@ -101,12 +102,19 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await pool.open(wait=False)
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)
+        bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,
             redis=redis,
             keys=keys,
-            cache=ReadThrough(store, breaker, lease=cfg.fill_lease, wait=cfg.fill_wait),
+            cache=ReadThrough(
+                store,
+                breaker,
+                lease=cfg.fill_lease,
+                wait=cfg.fill_wait,
+                single_flight=cfg.fill_single_flight,
+            ),
             breaker=breaker,
             auth=KeyVerifier(
                 _key_lookup(pool),
@@ -115,6 +123,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 max_lookups=cfg.auth_max_lookups,
             ),
             pending=pending,
+            bare_dashboard=bare,
         )
         provisioning: asyncio.Task[None] | None = None
         try:

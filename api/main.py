@@ -1,11 +1,17 @@
 """`orders-api`: serve the API with uvicorn (the default, or `orders-api serve`), or manage
-API keys (`orders-api keys ...`, see api.keys_cli). Settings come from the environment."""
+API keys (`orders-api keys ...`, see api.keys_cli). Settings come from the environment.
+
+Served as in production: uvloop and httptools, one worker process per core unless
+API_WORKERS says otherwise. Each worker builds its app from the environment (the app
+factory), so the settings are validated here first to fail with a message, not a trace.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import uvicorn
@@ -13,7 +19,6 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api import keys_cli
-from api.app import create_app
 from api.settings import ApiSettings
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
@@ -43,7 +48,17 @@ def serve() -> int:
             print(f"orders-api: refusing to start in write-behind mode: {exc}", file=sys.stderr)
             return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.api_workers or os.cpu_count() or 1,
+        loop="uvloop",
+        http="httptools",
+        access_log=settings.api_access_log,
+        log_level="info",
+    )
     return 0
 
 

@@ -40,11 +40,21 @@ class Read:
 class ReadThrough:
     """Serves a key from Redis, or fills it from a loader under a lease and a fence."""
 
-    def __init__(self, store: RedisStore, breaker: RedisBreaker, lease: float, wait: float) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        breaker: RedisBreaker,
+        lease: float,
+        wait: float,
+        single_flight: bool = True,
+    ) -> None:
         self.store = store
         self.breaker = breaker
         self.lease = lease
-        self.wait = wait
+        # Without single flight every miss reads PostgreSQL (naive cache-aside); only the
+        # lease holder stores, so the fence still guards the value.
+        self.wait = wait if single_flight else 0.0
+        self.single_flight = single_flight
         self._inflight: dict[str, asyncio.Future[Read]] = {}
 
     async def get(
@@ -62,6 +72,12 @@ class ReadThrough:
         self.breaker.succeeded()
         if value is not None:
             return Read(value, hit=True)
+        if not self.single_flight:
+            return await self._fill(key, ttl, load)
+        return await self._fill_once(key, ttl, load)
+
+    async def _fill_once(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+        """Fill, or share the fill another request of this process already leads."""
         shared = self._inflight.get(key.name)
         if shared is not None:
             try:

@@ -20,11 +20,30 @@ class ApiSettings(CacheSettings):
         default=2.0, gt=0, description="how long one reader may hold the right to fill a key, s"
     )
     fill_wait: float = Field(
-        default=0.5, ge=0, description="how long other readers wait for that fill, s"
+        default=2.0,
+        ge=0,
+        description="how long other readers wait for that fill, s; as long as the lease, so "
+        "a slow fill (a loaded database) still stays one fill per key",
     )
     redis_max_connections: int = Field(default=64, ge=1, description="Redis pool size")
     redis_retry_after: float = Field(
         default=1.0, gt=0, description="after a Redis failure, skip Redis for this long, s"
+    )
+    fill_single_flight: bool = Field(
+        default=True,
+        description="one fill per key: concurrent misses share one SELECT in a process and "
+        "wait for the lease holder across processes (off only to measure what it saves)",
+    )
+    api_workers: int = Field(
+        default=0, ge=0, description="uvicorn worker processes; 0: one per CPU core"
+    )
+    api_access_log: bool = Field(
+        default=False, description="log every request (costs a share of a cache hit's time)"
+    )
+    api_bench_routes: bool = Field(
+        default=False,
+        description="serve GET /bench/dashboard-bare: the dashboard bytes captured at "
+        "start-up, through the same dependencies, the framework's ceiling for a hit",
     )
     warm_on_start: bool = Field(
         default=False, description="fill the hot keys before serving (see cdc-listener warm)"

@@ -35,6 +35,9 @@ class Batch:
     images: dict[int, tuple[Order | None, int]] = field(default_factory=dict)
     end_lsn: int = 0
     commits: int = 0
+    # Whether a commit in it may still be invisible to new snapshots, so the delayed second
+    # pass must repeat it (false for a backlog of commits made long before they reached us).
+    recent: bool = False
 
     def add(self, touched: Touched, images: dict[int, Order | None], end_lsn: int) -> None:
         self.touched.update(touched)
@@ -42,6 +45,14 @@ class Batch:
             self.images[order_id] = (image, end_lsn)
         self.end_lsn = end_lsn
         self.commits += 1
+
+    def merge(self, later: Batch) -> None:
+        """Add a later batch: its images replace older ones of the same order."""
+        self.touched.update(later.touched)
+        self.images.update(later.images)
+        self.end_lsn = max(self.end_lsn, later.end_lsn)
+        self.commits += later.commits
+        self.recent |= later.recent
 
     def bound(self, max_keys: int) -> None:
         self.touched.bound(max_keys)

@@ -42,6 +42,8 @@ from mescache.store import RedisStore
 
 log = logging.getLogger("cdc_listener.logical")
 
+_ROW_CHANGES = frozenset({Insert, Update, Delete, Truncate})
+
 
 class _Transaction:
     """The changes of the transaction being received, not yet committed."""
@@ -133,27 +135,47 @@ class LogicalSource:
     async def _consume(self, stop: asyncio.Event) -> None:
         self._batch = Batch()
         self._txn: _Transaction | None = None
-        self._rechecks: deque[tuple[float, Batch]] = deque()
+        # (when, batch, repeat its actions): the position of each batch is confirmed when its
+        # entry comes due, in order; one that needs no second pass only waits its turn.
+        self._rechecks: deque[tuple[float, Batch, bool]] = deque()
+        self._recheck_us = self.settings.cdc_recheck_delay * 1_000_000
         self._sent = -1
         self._next_status = 0.0
+        stream = self._stream
+        collect = self._collect
         while not stop.is_set():
-            await self._run_rechecks(time.monotonic())
-            data = self._stream.read_nowait()
+            data = stream.read_nowait()
             if data is None:
-                if self._batch.commits:
-                    await self._apply_batch()
+                # Nothing more is waiting: what arrived is applied now (a burst becomes
+                # one round trip), and the rechecks that are due ride along.
+                await self._apply(time.monotonic())
                 await self._report()
                 data = await self._wait_for_data(stop)
                 if data is None:
                     continue
-            await self._handle(data)
+            frame = parse_copy_data(data)
+            if type(frame) is Keepalive:
+                await self._keepalive(frame)
+                continue
+            message = decode(frame.payload)  # type: ignore[union-attr]
+            kind = type(message)
+            if kind in _ROW_CHANGES:
+                if self._txn is None:
+                    raise ListenerError("row change outside a transaction")
+                collect(self._txn, message)  # type: ignore[arg-type]
+            elif kind is Begin:
+                self._txn = _Transaction()
+            elif kind is Commit:
+                await self._commit(message, frame.send_time)  # type: ignore[arg-type]
+            elif kind is Relation:
+                self._relations.remember(message)  # type: ignore[arg-type]
         # Stopping: a transaction cut short is dropped (the server resends it); what was
         # committed is applied, rechecked after its delay, and confirmed before we close.
-        if self._batch.commits:
-            await self._apply_batch()
+        await self._apply(time.monotonic())
         if self._rechecks:
-            await asyncio.sleep(max(0.0, self._rechecks[-1][0] - time.monotonic()))
-            await self._run_rechecks(float("inf"))
+            last = max(when for when, _, _ in self._rechecks)
+            await asyncio.sleep(max(0.0, last - time.monotonic()))
+            await self._apply(float("inf"))
         await self._report(force=True)
         log.info(
             "listener stopped slot=%s lsn=%s", self.settings.cdc_slot, format_lsn(self.confirmed)
@@ -173,30 +195,31 @@ class LogicalSource:
             return None
         return reading.result()
 
-    async def _handle(self, data: memoryview) -> None:
-        frame = parse_copy_data(data)
-        if isinstance(frame, Keepalive):
-            if self._txn is None and not self._batch.commits and not self._rechecks:
-                # Everything sent before this keepalive is applied: its end is safe.
-                self.confirmed = max(self.confirmed, frame.end)
-            await self._report(force=frame.reply_requested)
-            return
-        message = decode(frame.payload)
-        if isinstance(message, Begin):
-            self._txn = _Transaction()
-        elif isinstance(message, Relation):
-            self._relations.remember(message)
-        elif isinstance(message, Insert | Update | Delete | Truncate):
-            if self._txn is None:
-                raise ListenerError("row change outside a transaction")
-            self._collect(self._txn, message)
-        elif isinstance(message, Commit):
-            if self._txn is not None:
-                self._batch.add(self._txn.touched, self._txn.images, message.end_lsn)
-                self._batch.bound(self.settings.cdc_max_keys)
-            self._txn = None
-            if self._batch.commits >= self.settings.cdc_batch_commits:
-                await self._apply_batch()
+    async def _keepalive(self, frame: Keepalive) -> None:
+        if self._txn is None and not self._batch.commits and not self._rechecks:
+            # Everything sent before this keepalive is applied: its end is safe.
+            self.confirmed = max(self.confirmed, frame.end)
+        await self._report(force=frame.reply_requested)
+
+    async def _commit(self, message: Commit, sent_at: int) -> None:
+        txn, self._txn = self._txn, None
+        # Both times are the server's clock. A commit sent long after it was made is visible
+        # to every new snapshot by now: its second pass would only repeat the first.
+        recent = sent_at - message.commit_time < self._recheck_us
+        if txn is not None:
+            max_keys = self.settings.cdc_max_keys
+            if (
+                self._batch.commits
+                and len(self._batch.touched.orders) + len(txn.touched.orders) > max_keys
+            ):
+                # Apply what is held rather than let the merged batch cross the bound and
+                # drop the whole family: the bound is for single huge transactions.
+                await self._apply(time.monotonic())
+            self._batch.add(txn.touched, txn.images, message.end_lsn)
+            self._batch.bound(max_keys)
+            self._batch.recent |= recent
+        if self._batch.commits >= self.settings.cdc_batch_commits:
+            await self._apply(time.monotonic())
 
     async def _report(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -207,19 +230,33 @@ class LogicalSource:
             self._sent = self.confirmed
             self._next_status = now + self.settings.cdc_status_interval
 
-    async def _apply_batch(self) -> None:
-        batch, self._batch = self._batch, Batch()
-        await self.applier.apply(batch)
-        if self.settings.cdc_recheck_delay > 0:
-            self._rechecks.append((time.monotonic() + self.settings.cdc_recheck_delay, batch))
+    async def _apply(self, now: float) -> None:
+        """Apply the held batch and the rechecks due by `now`, merged into as few round trips
+        as the key bound allows; then move the confirmed position as far as is safe."""
+        due: list[Batch] = []
+        repeat: list[Batch] = []
+        while self._rechecks and self._rechecks[0][0] <= now:
+            _, done, again = self._rechecks.popleft()
+            due.append(done)
+            if again:
+                repeat.append(done)
+        batch = self._batch
+        if not due and not batch.commits:
+            return
+        self._batch = Batch()
+        for merged in _merge([*repeat, batch], self.settings.cdc_max_keys):
+            await self.applier.apply(merged)
+        if due:
+            self.confirmed = max(self.confirmed, due[-1].end_lsn)
+        if not batch.commits:
+            return
+        again = batch.recent and self.settings.cdc_recheck_delay > 0
+        if again or self._rechecks:
+            # Confirmed only after its second pass, or after the earlier ones still waiting.
+            delay = self.settings.cdc_recheck_delay if again else 0.0
+            self._rechecks.append((time.monotonic() + delay, batch, again))
         else:
             self.confirmed = max(self.confirmed, batch.end_lsn)
-
-    async def _run_rechecks(self, until: float) -> None:
-        while self._rechecks and self._rechecks[0][0] <= until:
-            _, done = self._rechecks.popleft()
-            await self.applier.apply(done)
-            self.confirmed = max(self.confirmed, done.end_lsn)
 
     def _collect(self, txn: _Transaction, message: Insert | Update | Delete | Truncate) -> None:
         for change in changes_of(message, self._relations):
@@ -249,6 +286,33 @@ class LogicalSource:
         if isinstance(message, Update) and message.old is not None:
             for old_id in _ids(message.old, relation) - {image["id"]}:
                 txn.images[old_id] = None  # the id itself changed: the old key goes
+
+
+def _merge(batches: list[Batch], max_keys: int) -> list[Batch]:
+    """Consecutive batches merged in order (a later image wins), each merge staying within
+    `max_keys` order keys. A batch that is still to be rechecked is never changed."""
+    groups: list[list[Batch]] = []
+    size = 0
+    for batch in batches:
+        if not batch.commits:
+            continue
+        keys = len(batch.touched.orders)
+        if groups and size + keys <= max_keys:
+            groups[-1].append(batch)
+            size += keys
+        else:
+            groups.append([batch])
+            size = keys
+    merged: list[Batch] = []
+    for group in groups:
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        combined = Batch()
+        for batch in group:
+            combined.merge(batch)
+        merged.append(combined)
+    return merged
 
 
 def _ids(row: tuple[object, ...], relation: Relation) -> set[int]:

@@ -350,6 +350,17 @@ async def test_a_new_slot_flushes_the_namespace_before_ready(
     first = InProcessListener(settings)
     await first.start()
     await first.close()
+
+    def released() -> bool:
+        # The server lets go of the slot a moment after the listener disconnects.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                [settings.cdc_slot],
+            ).fetchone()
+        return row is not None and not row[0]
+
+    await eventually(lambda: asyncio.to_thread(released), "slot released")
     await warm(client, 1)
     dba(database_url, "UPDATE orders SET quantity = quantity + 1 WHERE id = 1")
     drop_slot(database_url, settings.cdc_slot)  # the change above is lost with the slot

@@ -1,0 +1,106 @@
+"""Figure 1, the read path: the dashboard on a hit, against the database path and against
+a bare endpoint of the same server that returns the same bytes from memory.
+
+Two API servers run side by side, each as in production (uvicorn, uvloop, httptools, a
+worker per core): the one under test, with the bench-only bare route mounted, and one
+whose Redis is unreachable, so its breaker sends every read to PostgreSQL (the cache
+bypassed, same code and settings otherwise). wrk drives the three paths in turn, round
+after round, so each round's three runs see the same machine noise; a ratio is taken per
+round and the median of the rounds reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.load import WrkResult, wrk
+from bench.report import Section, Target, ms, rate, ratio
+from bench.stack import Stack, api_env, get, start_api, stop
+from mescache.devstack import free_port
+
+CONNECTIONS = 32
+PATHS = {
+    "hit": "/orders/dashboard",
+    "bare": "/bench/dashboard-bare",
+    "database": "/orders/dashboard",
+}
+
+
+def run(stack: Stack, quick: bool) -> Section:
+    rounds, seconds = (2, 3) if quick else (5, 6)
+    cached, cached_port = start_api(api_env(stack, API_BENCH_ROUTES="true"))
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    direct, direct_port = start_api(api_env(stack, redis_url=unreachable))
+    try:
+        ports = {"hit": cached_port, "bare": cached_port, "database": direct_port}
+        bodies = {}
+        for name, path in PATHS.items():
+            for _ in range(3):  # the first read fills the key; later ones must hit
+                status, headers, body = get(ports[name], path)
+            bodies[name] = body
+            expected = {"hit": "hit", "bare": "hit", "database": "miss"}[name]
+            if status != 200 or headers.get("x-cache") != expected:
+                raise RuntimeError(f"{name}: {status} X-Cache={headers.get('x-cache')}")
+        if len(set(bodies.values())) != 1:
+            raise RuntimeError("the three paths do not return the same bytes")
+        runs: dict[str, list[WrkResult]] = {name: [] for name in PATHS}
+        for _ in range(rounds):
+            for name, path in PATHS.items():
+                runs[name].append(wrk(ports[name], path, seconds, CONNECTIONS))
+    finally:
+        stop(cached)
+        stop(direct)
+    return _section(runs, rounds, seconds, len(bodies["hit"]))
+
+
+def _section(runs: dict[str, list[WrkResult]], rounds: int, seconds: int, size: int) -> Section:
+    def median(name: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in runs[name])
+
+    def per_round(a: str, b: str) -> float:
+        return statistics.median(x.rps / y.rps for x, y in zip(runs[a], runs[b], strict=True))
+
+    vs_bare, vs_db = per_round("hit", "bare"), per_round("hit", "database")
+    errors = sum(r.errors for rs in runs.values() for r in rs)
+    table = [["path", "req/s", "p50 ms", "p99 ms", "hit ÷ path (req/s, median of rounds)"]]
+    for name, label in (
+        ("hit", "`GET /orders/dashboard`, hit (Redis)"),
+        ("bare", "`GET /bench/dashboard-bare` (bytes in memory)"),
+        ("database", "`GET /orders/dashboard`, cache bypassed (PostgreSQL)"),
+    ):
+        r = {"hit": "1", "bare": ratio(vs_bare), "database": ratio(vs_db)}[name]
+        table.append(
+            [
+                label,
+                rate(median(name, "rps")),
+                ms(median(name, "p50_ms")),
+                ms(median(name, "p99_ms")),
+                r if name != "hit" else "",
+            ]
+        )
+    method = f"""
+Method: two `orders-api` servers run side by side as in production (uvicorn with uvloop and
+httptools, one worker per core): the server under test, started with `API_BENCH_ROUTES=true`,
+which mounts `GET /bench/dashboard-bare` returning the dashboard bytes it read once at
+start-up, through the same dependencies as the real route; and a second one whose
+`REDIS_URL` points at a closed port, so its circuit breaker serves every read from
+PostgreSQL (the cache bypassed; same code and settings otherwise). All three paths return
+the same {size:,} bytes (987 orders; checked before the runs). wrk (one thread,
+{CONNECTIONS} connections, the operator's bearer token) drives each path for {seconds} s,
+the three in turn, {rounds} rounds; the table shows medians of the rounds and each ratio is
+the median of the per-round ratios. Non-2xx answers or socket errors in all runs: {errors}.
+"""
+    bare_why = (
+        "The hit's extra cost over the bare route is one Redis GET of the body "
+        "(a round trip plus reading it off the socket) per request."
+    )
+    return Section(
+        title="1. Read path",
+        module="bench/read_path.py",
+        method=method,
+        tables=[table],
+        targets=[
+            Target("hit ≥ 0.8 x bare (req/s)", ratio(vs_bare), vs_bare >= 0.8, bare_why),
+            Target("hit ≥ 10 x database path (req/s)", ratio(vs_db), vs_db >= 10),
+        ],
+    )
