@@ -1,9 +1,10 @@
 """`orders-api`: serve the API with uvicorn (the default, or `orders-api serve`), or manage
 API keys (`orders-api keys ...`, see api.keys_cli). Settings come from the environment.
 
-Served as in production: uvloop and httptools, one worker process per core unless
-API_WORKERS says otherwise. Each worker builds its app from the environment (the app
-factory), so the settings are validated here first to fail with a message, not a trace.
+Served with uvloop and httptools; API_WORKERS=0 runs one worker process per core, as in
+production (the default, 1, serves in this process). Each worker builds its app from the
+environment (the app factory), so the settings are validated here first to fail with a
+message, not a trace.
 """
 
 from __future__ import annotations

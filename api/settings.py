@@ -35,7 +35,10 @@ class ApiSettings(CacheSettings):
         "wait for the lease holder across processes (off only to measure what it saves)",
     )
     api_workers: int = Field(
-        default=0, ge=0, description="uvicorn worker processes; 0: one per CPU core"
+        default=1,
+        ge=0,
+        description="uvicorn worker processes; 0: one per CPU core (as production runs it); "
+        "1 serves in this process, with no supervisor",
     )
     api_access_log: bool = Field(
         default=False, description="log every request (costs a share of a cache hit's time)"
