@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import write_behind
 from api.apikeys import Principal
-from api.auth import AUTH_RESPONSES, Caller, Operator, forbidden, not_yours, require_operator
+from api.auth import (
+    AUTH_RESPONSES,
+    Caller,
+    Operator,
+    forbidden,
+    not_yours,
+    owns,
+    require_operator,
+)
 from api.context import AppContext, Ctx
 from api.readthrough import Read
 from mescache import reads
@@ -215,7 +223,7 @@ async def _read_order(
             raise HTTPException(404, f"order {order_id} not found") from None
         raise not_yours(order_id) from None
     fields = json.loads(read.body)
-    if not caller.is_operator and fields["customer"] != caller.customer:
+    if not owns(caller, fields["customer"]):
         raise not_yours(order_id)
     if overlay is not None:
         fields["status"] = overlay.status
@@ -296,7 +304,7 @@ async def place_order(ctx: Ctx, caller: Caller, order: NewOrder) -> Response:
 
     A client key places orders for its own customer only.
     """
-    if not caller.is_operator and order.customer != caller.customer:
+    if not owns(caller, order.customer):
         raise forbidden("a client key places orders only for its own customer")
     request = PriceRequest(order.model_id, order.material_id, _order_size(order.params))
     async with ctx.pool.connection() as conn, conn.transaction():
