@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
 		|| { echo "bench: needs wrk (apt-get install wrk)"; exit 1; }
 	QUICK=$(QUICK) $(BIN)/python -m bench.run
+
+# The long soak: load plus each fault in turn (kill -9 listener, Redis and PostgreSQL
+# restarts, the slot dropped); SOAK_DWELL seconds of load around each. Figures: README.md.
+SOAK_DWELL ?= 40
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --dwell $(SOAK_DWELL)
 
 clean:
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis
