@@ -33,16 +33,44 @@ from mescache.keys import CacheKey
 # A fence outlives any fill by far; it expires only so that idle keys leave no residue.
 FENCE_TTL_MS: Final = 86_400_000
 
+# A missing epoch starts at the server's clock in microseconds, never at 0: after a Redis
+# restart without persistence every fence is gone, and a fill that read PostgreSQL before
+# the restart must not match the empty state it finds afterwards (an invalidation may have
+# happened in between and been lost with the restart). The value is an integer, so a flush
+# can INCR it.
+_EPOCH_OR_START = """
+local function epoch_of(name)
+  local e = redis.call('GET', name)
+  if e then return e end
+  local t = redis.call('TIME')
+  e = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', name, e)
+  return e
+end
+"""
+
 # A fill's fence is the namespace's epoch and every fence of the key, read together:
 # KEYS = value, lease, epoch, fence...
-_BEGIN_FILL = """
+_BEGIN_FILL = (
+    _EPOCH_OR_START
+    + """
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
-local g = redis.call('GET', KEYS[3]) or '0'
+local g = epoch_of(KEYS[3])
 for i = 4, #KEYS do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
 return {0, g, 0}
 """
+)
+
+# KEYS = epoch: a flush moves it (and starts it from the clock if a restart lost it).
+_MOVE_EPOCH = (
+    _EPOCH_OR_START
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+return epoch_of(KEYS[1])
+"""
+)
 
 # KEYS = value, lease, epoch, ARGV[5] fences, then the tag sets to register in. A single
 # moved fence (the key's, or any of its families') refuses the store.
@@ -160,6 +188,7 @@ class RedisStore:
         self._begin = redis.register_script(_BEGIN_FILL)
         self._finish = redis.register_script(_FINISH_FILL)
         self._release = redis.register_script(_RELEASE)
+        self._move_epoch = redis.register_script(_MOVE_EPOCH)
         self._invalidate = redis.register_script(_INVALIDATE)
         self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
         self._refresh = redis.register_script(_REFRESH)
@@ -205,7 +234,7 @@ class RedisStore:
         store afterwards; then every matching key but the epoch and those `keep` names
         (pending writes, which are not cache) is unlinked. Idempotent.
         """
-        await self.redis.incr(epoch)
+        await self._move_epoch(keys=[epoch])
         removed = 0
         batch: list[bytes] = []
         async for name in self.redis.scan_iter(match=pattern, count=1000):

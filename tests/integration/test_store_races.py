@@ -75,6 +75,40 @@ async def test_a_page_fill_that_raced_a_family_invalidation_is_not_stored(
     assert await redis_client.get(page.name) is None
 
 
+@pytest.mark.parametrize("someone_filled_since", [False, True])
+async def test_a_fill_that_outlived_a_redis_restart_is_not_stored(
+    redis_client: redis.asyncio.Redis, someone_filled_since: bool
+) -> None:
+    """A restart without persistence loses every fence, and with them an invalidation
+    made while the fill read PostgreSQL: the lost state must not look like the old one."""
+    key = KEYS.order(11)
+    store = RedisStore(redis_client)
+    selected, restarted = asyncio.Event(), asyncio.Event()
+
+    async def slow_select() -> bytes:
+        selected.set()
+        await restarted.wait()
+        return b'{"status": "new"}'
+
+    fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
+    await selected.wait()
+    pipe = redis_client.pipeline(transaction=False)
+    await store.queue_invalidate(pipe, key)
+    await pipe.execute()
+    await redis_client.flushdb()  # what a restart of a Redis without persistence leaves
+    if someone_filled_since:
+        other = KEYS.order(12)
+        await reader(redis_client).get(other, 60, _const(b'{"status": "done"}'))
+    restarted.set()
+
+    assert (await fill).body == b'{"status": "new"}'
+    assert await redis_client.get(key.name) is None
+    # the next flush still moves the epoch, whether or not a fill started it again
+    before = await redis_client.get(key.epoch)
+    await store.flush_matching(KEYS.orders_pattern(), key.epoch)
+    assert await redis_client.get(key.epoch) != before
+
+
 async def test_family_invalidation_reaches_every_cached_page(
     redis_client: redis.asyncio.Redis,
 ) -> None:
