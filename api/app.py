@@ -14,13 +14,15 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api import apikeys
+from api import apikeys, live, page
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
+from api.changes import ChangeFeed
 from api.context import AppContext
 from api.keycache import KeyVerifier, Lookup
 from api.readthrough import ReadThrough
@@ -103,6 +105,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)
         bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
+        # The feed's own connection blocks on reads, so it cannot share the fail-fast pool.
+        feed = ChangeFeed(
+            Redis.from_url(
+                cfg.redis_url,
+                socket_connect_timeout=max(cfg.redis_timeout, 1.0),
+                health_check_interval=30,
+            ),
+            keys.changes_channel(),
+        )
+        feed.start()
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,
@@ -124,6 +136,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             ),
             pending=pending,
             bare_dashboard=bare,
+            feed=feed,
         )
         provisioning: asyncio.Task[None] | None = None
         try:
@@ -139,6 +152,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 await warm_before_serving(store, keys, pool, cfg)
             yield
         finally:
+            await feed.close()
             if provisioning is not None:
                 provisioning.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -153,6 +167,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(live.router)
+    page.mount(app)
 
     # PoolTimeout is an OperationalError too: no connection could be had in time.
     @app.exception_handler(psycopg.OperationalError)

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.breaker import RedisBreaker
+from api.changes import ChangeFeed
 from api.keycache import KeyVerifier
 from api.readthrough import ReadThrough
 from api.settings import ApiSettings
@@ -28,6 +29,7 @@ class AppContext:
     cache: ReadThrough
     breaker: RedisBreaker
     auth: KeyVerifier
+    feed: ChangeFeed
     pending: PendingWrites | None = None  # set in write-behind mode
     # The dashboard's bytes captured at start-up, served by the bench-only bare route.
     bare_dashboard: bytes | None = None

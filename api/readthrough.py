@@ -7,6 +7,8 @@
 - The fill stores only if no invalidation moved the key's fence since before the SELECT
   (mescache.store), so a reader can never put back a row the listener just invalidated.
 - Any Redis failure trips the breaker and the read is served from PostgreSQL.
+
+It also counts this process's hits and misses (for /stats and the dashboard's hit ratio).
 """
 
 from __future__ import annotations
@@ -56,12 +58,22 @@ class ReadThrough:
         self.wait = wait if single_flight else 0.0
         self.single_flight = single_flight
         self._inflight: dict[str, asyncio.Future[Read]] = {}
+        self.hits = 0
+        self.misses = 0
 
     async def get(
         self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None = None
     ) -> Read:
         """The key's value, filled by `load` on a miss; `counter` counts the request in the
         same round trip as the read."""
+        read = await self._get(key, ttl, load, counter)
+        if read.hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        return read
+
+    async def _get(self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None) -> Read:
         if not self.breaker.allow():
             return Read(await load(), hit=False)
         try:

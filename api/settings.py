@@ -60,6 +60,10 @@ class ApiSettings(CacheSettings):
         "them to PostgreSQL; needs Redis with appendonly yes",
     )
 
+    events_ping: float = Field(
+        default=15.0, gt=0, description="keep-alive comment interval on /events streams, s"
+    )
+
     operator_api_key: SecretStr | None = Field(
         default=None,
         description="an operator key stored (hashed) at start-up; for automation and first start",

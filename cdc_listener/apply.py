@@ -38,13 +38,30 @@ class Batch:
     # Whether a commit in it may still be invisible to new snapshots, so the delayed second
     # pass must repeat it (false for a backlog of commits made long before they reached us).
     recent: bool = False
+    # When the batch's oldest change was committed (Unix seconds), for the lag it reports.
+    oldest_commit: float | None = None
+    # Seconds from that commit until the batch's first application to Redis.
+    lag: float | None = None
 
-    def add(self, touched: Touched, images: dict[int, Order | None], end_lsn: int) -> None:
+    def add(
+        self,
+        touched: Touched,
+        images: dict[int, Order | None],
+        end_lsn: int,
+        committed_at: float | None = None,
+    ) -> None:
         self.touched.update(touched)
         for order_id, image in images.items():
             self.images[order_id] = (image, end_lsn)
         self.end_lsn = end_lsn
         self.commits += 1
+        if self.oldest_commit is None:
+            self.oldest_commit = committed_at
+
+    def first_applied(self, now: float) -> None:
+        """Record the lag (oldest commit to now) the first time the batch reached Redis."""
+        if self.lag is None and self.oldest_commit is not None:
+            self.lag = max(0.0, now - self.oldest_commit)
 
     def merge(self, later: Batch) -> None:
         """Add a later batch: its images replace older ones of the same order."""
@@ -53,6 +70,10 @@ class Batch:
         self.end_lsn = max(self.end_lsn, later.end_lsn)
         self.commits += later.commits
         self.recent |= later.recent
+        if later.oldest_commit is not None and (
+            self.oldest_commit is None or later.oldest_commit < self.oldest_commit
+        ):
+            self.oldest_commit = later.oldest_commit
 
     def bound(self, max_keys: int) -> None:
         self.touched.bound(max_keys)

@@ -23,6 +23,7 @@ from cdc_listener.apply import Applier
 from cdc_listener.errors import SlotInUse, StreamEnded
 from cdc_listener.logical import LogicalSource
 from cdc_listener.notify import NotifySource
+from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
 from mescache.db import make_pool
 from mescache.keys import KeySchema
@@ -49,14 +50,17 @@ async def run(
     if pool is not None:
         await pool.open(wait=False)
     applier = Applier(store, keys, settings, settings.cdc_refresh, pool)
+    publisher = ChangePublisher(
+        redis, keys.changes_channel(), with_lsn=settings.cdc_mode == "logical"
+    )
     backoff = 0.5
     ever_ready = False
     try:
         while not stop.is_set():
             source: LogicalSource | NotifySource = (
-                LogicalSource(settings, applier, store, keys)
+                LogicalSource(settings, applier, store, keys, publisher)
                 if settings.cdc_mode == "logical"
-                else NotifySource(settings, applier)
+                else NotifySource(settings, applier, publisher)
             )
             try:
                 await source.run(stop)

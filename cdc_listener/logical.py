@@ -24,12 +24,14 @@ from cdc_listener.apply import Applier, Batch
 from cdc_listener.changes import RelationCache, RowImages, changes_of
 from cdc_listener.errors import ListenerError
 from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
+from cdc_listener.publish import ChangePublisher
 from cdc_listener.replication import (
     Keepalive,
     format_lsn,
     parse_copy_data,
     parse_lsn,
     pg_now,
+    pg_time_to_unix,
     standby_status,
 )
 from cdc_listener.settings import ListenerSettings
@@ -57,10 +59,16 @@ class LogicalSource:
     """Consumes the slot until `stop` is set; raises on any failure (the caller retries)."""
 
     def __init__(
-        self, settings: ListenerSettings, applier: Applier, store: RedisStore, keys: KeySchema
+        self,
+        settings: ListenerSettings,
+        applier: Applier,
+        store: RedisStore,
+        keys: KeySchema,
+        publisher: ChangePublisher,
     ) -> None:
         self.settings = settings
         self.applier = applier
+        self.publisher = publisher
         self.store = store
         self.keys = keys
         self.confirmed = 0
@@ -215,7 +223,9 @@ class LogicalSource:
                 # Apply what is held rather than let the merged batch cross the bound and
                 # drop the whole family: the bound is for single huge transactions.
                 await self._apply(time.monotonic())
-            self._batch.add(txn.touched, txn.images, message.end_lsn)
+            self._batch.add(
+                txn.touched, txn.images, message.end_lsn, pg_time_to_unix(message.commit_time)
+            )
             self._batch.bound(max_keys)
             self._batch.recent |= recent
         if self._batch.commits >= self.settings.cdc_batch_commits:
@@ -246,6 +256,11 @@ class LogicalSource:
         self._batch = Batch()
         for merged in _merge([*repeat, batch], self.settings.cdc_max_keys):
             await self.applier.apply(merged)
+        batch.first_applied(time.time())
+        # A batch is announced when its position becomes safe to confirm: after its second
+        # pass, so a page refetching on the message cannot read through the visibility gap.
+        for done in due:
+            await self.publisher.announce(done)
         if due:
             self.confirmed = max(self.confirmed, due[-1].end_lsn)
         if not batch.commits:
@@ -256,6 +271,7 @@ class LogicalSource:
             delay = self.settings.cdc_recheck_delay if again else 0.0
             self._rechecks.append((time.monotonic() + delay, batch, again))
         else:
+            await self.publisher.announce(batch)
             self.confirmed = max(self.confirmed, batch.end_lsn)
 
     def _collect(self, txn: _Transaction, message: Insert | Update | Delete | Truncate) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import psycopg
 
 from cdc_listener.apply import Applier, Batch
 from cdc_listener.errors import SourceUnavailable
+from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
 from mescache.rules import Change, add_change
 
@@ -39,9 +41,12 @@ def outbox_change(row: tuple[Any, ...]) -> Change:
 class NotifySource:
     """Drains the outbox on every notify and every poll interval until `stop` is set."""
 
-    def __init__(self, settings: ListenerSettings, applier: Applier) -> None:
+    def __init__(
+        self, settings: ListenerSettings, applier: Applier, publisher: ChangePublisher
+    ) -> None:
         self.settings = settings
         self.applier = applier
+        self.publisher = publisher
         self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -90,8 +95,9 @@ class NotifySource:
             async with conn.transaction():
                 rows = await (
                     await conn.execute(
-                        "SELECT id, table_name, op, old_id, new_id, old_status, new_status"
-                        " FROM cache_outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                        "SELECT id, created_at, table_name, op, old_id, new_id, old_status,"
+                        " new_status FROM cache_outbox ORDER BY id LIMIT %s"
+                        " FOR UPDATE SKIP LOCKED",
                         [_DRAIN_ROWS],
                     )
                 ).fetchall()
@@ -99,11 +105,15 @@ class NotifySource:
                     return total
                 batch = Batch()
                 for row in rows:
-                    add_change(batch.touched, outbox_change(row[1:]))
+                    add_change(batch.touched, outbox_change(row[2:]))
                 batch.commits = len(rows)
+                # The row's time is its transaction's start: the lag reads a little long.
+                batch.oldest_commit = min(row[1] for row in rows).timestamp()
                 batch.bound(self.settings.cdc_max_keys)
                 await self.applier.apply(batch)
+                batch.first_applied(time.time())
                 await conn.execute(
                     "DELETE FROM cache_outbox WHERE id = ANY(%s)", [[r[0] for r in rows]]
                 )
+            await self.publisher.announce(batch)
             total += len(rows)

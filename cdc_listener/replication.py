@@ -109,6 +109,11 @@ def pg_now() -> int:
     return time.time_ns() // 1000 - _PG_EPOCH_UNIX_MICROS
 
 
+def pg_time_to_unix(micros: int) -> float:
+    """A PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as Unix seconds."""
+    return micros / 1_000_000 + _PG_EPOCH_UNIX_SECONDS
+
+
 def format_lsn(lsn: int) -> str:
     """Print an LSN as PostgreSQL does: ``16/B374D848``, uppercase hex, no zero padding."""
     if not 0 <= lsn <= _MAX_LSN:

@@ -19,6 +19,9 @@ Write-behind (mescache.pending) adds keys that are not cache: ``order:{id}#pendi
 status change accepted but not yet settled), the stream ``writes:status`` the writer
 consumes and its dead letters ``writes:status:dead``. A flush of the namespace or of
 ``order:*`` must leave them alone (`outlives_flush`): they hold writes, not copies.
+
+Besides keys, the namespace has one pub/sub channel, ``cache:changes``: the listener
+publishes there each batch of changes it has applied, so open dashboards can refetch.
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ class KeySchema:
 
     def epoch(self) -> str:
         return f"{self.prefix}cache#epoch"
+
+    def changes_channel(self) -> str:
+        """The pub/sub channel announcing each applied batch of changes."""
+        return f"{self.prefix}cache:changes"
 
     def dashboard(self) -> CacheKey:
         return self._key("orders:dashboard")

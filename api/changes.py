@@ -1,0 +1,168 @@
+"""The change feed: one Redis subscription per API process, fanned out to open pages.
+
+The listener publishes one message per applied batch on the namespace's changes channel
+(see cdc_listener.publish). This process holds a single subscription to it, whatever the
+number of open dashboards, and hands every message to each page's bounded queue. A page
+that falls behind loses nothing that matters: its queue is replaced by one ``resync``
+(refetch everything). After the subscription is lost and regained, every page gets a
+``resync`` too, since messages published in between are gone (pub/sub keeps nothing).
+
+The feed also remembers the last announced change, for the invalidation lag in /stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("api.changes")
+
+_QUEUE_SIZE: Final = 32  # events a page may lag behind before it is told to resync
+_READ_WAIT: Final = 5.0  # how long one read waits; also paces the connection health check
+_MAX_BACKOFF: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """One event for the pages: ``change`` (a listener message), ``resync`` or ``closed``."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+RESYNC: Final = FeedEvent("resync", {})
+CLOSED: Final = FeedEvent("closed", {})
+
+
+@dataclass(frozen=True, slots=True)
+class LastChange:
+    """The latest announced batch, as the listener measured it."""
+
+    lag_ms: float | None
+    lsn: str | None
+    received_at: float  # Unix seconds, when this process got the message
+
+
+class Subscription:
+    """One page's view of the feed: a bounded queue of events."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[FeedEvent] = asyncio.Queue(_QUEUE_SIZE)
+
+    def push(self, event: FeedEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Every event only means "refetch": one resync replaces the backlog.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(RESYNC if event is not CLOSED else CLOSED)
+
+    async def next(self) -> FeedEvent:
+        return await self._queue.get()
+
+
+class ChangeFeed:
+    """Subscribes once to the changes channel and fans its messages out to pages."""
+
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.connected = False
+        self.last: LastChange | None = None
+        self._subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pages(self) -> int:
+        """How many pages follow the feed now."""
+        return len(self._subscriptions)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="change-feed")
+
+    async def close(self) -> None:
+        """Stop following the channel and end every page's stream."""
+        self._closing = True
+        if self._task is not None:
+            # redis-py can swallow a cancellation that lands inside a connect: cancel
+            # again until the task has really ended.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.1)
+            if not self._task.cancelled() and self._task.exception() is not None:
+                log.error("change feed failed: %r", self._task.exception())
+        for subscription in self._subscriptions:
+            subscription.push(CLOSED)
+        await self.redis.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Subscription]:
+        subscription = Subscription()
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def _broadcast(self, event: FeedEvent) -> None:
+        for subscription in self._subscriptions:
+            subscription.push(event)
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._closing:
+            try:
+                await self._follow()
+            except (RedisError, OSError) as exc:
+                if self._closing:
+                    return
+                if self.connected:
+                    log.warning("change feed lost, pages will resync: %s", exc)
+                    backoff = 0.5
+                else:
+                    log.debug("change feed unavailable: %s", exc)
+                self.connected = False
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _follow(self) -> None:
+        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(self.channel)
+            self.connected = True
+            log.info("change feed following channel=%s", self.channel)
+            self._broadcast(RESYNC)  # whatever was published while we were away is lost
+            while not self._closing:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=_READ_WAIT
+                )
+                if message is not None and message["type"] == "message":
+                    self._receive(message["data"])
+
+    def _receive(self, raw: bytes) -> None:
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring a malformed change message channel=%s: %s", self.channel, exc)
+            return
+        lag = data.get("lag_ms")
+        lsn = data.get("lsn")
+        self.last = LastChange(
+            lag_ms=float(lag) if isinstance(lag, int | float) else None,
+            lsn=lsn if isinstance(lsn, str) else None,
+            received_at=time.time(),
+        )
+        self._broadcast(FeedEvent("change", data))

@@ -1,0 +1,105 @@
+"""What keeps an operator's dashboard live: the change stream (``/events``) and ``/stats``.
+
+``/events`` is a Server-Sent Events stream: ``ready`` once the page is subscribed, then
+``change`` for each batch the listener applied (its message as data), ``resync`` when
+messages may have been missed (refetch everything), and keep-alive comments in between.
+Every stream reads the process's single change feed (api.changes), never Redis itself. On
+server shutdown each stream ends cleanly (a complete response), and pages reconnect.
+Both endpoints are for operators (a bearer operator key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import anyio
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.auth import AUTH_RESPONSES, require_operator
+from api.changes import CLOSED, FeedEvent, Subscription
+from api.context import Ctx
+
+router = APIRouter(
+    tags=["dashboard"], dependencies=[Depends(require_operator)], responses=AUTH_RESPONSES
+)
+
+_SHUTDOWN_GRACE = 2.0  # s a stream has to end by itself once the server stops
+
+
+class CacheStats(BaseModel):
+    """This API process's cache reads and the listener's last measured lag."""
+
+    hits: int = Field(description="reads answered from Redis by this process")
+    misses: int = Field(description="reads that went to PostgreSQL")
+    hit_ratio: float | None = Field(description="hits / (hits + misses); null before any read")
+    invalidation_lag_ms: float | None = Field(
+        description="commit to first invalidation of the last announced change, ms"
+    )
+    last_change_at: datetime | None = Field(description="when that change was announced")
+    last_lsn: str | None = Field(description="its commit position (logical mode)")
+    live: bool = Field(description="whether this process follows the change channel now")
+    pages: int = Field(description="dashboards following this process's change stream")
+
+
+@router.get("/stats", response_model=CacheStats)
+async def stats(ctx: Ctx) -> CacheStats:
+    """Hit ratio and invalidation lag, for the operator's dashboard."""
+    hits, misses = ctx.cache.hits, ctx.cache.misses
+    last = ctx.feed.last
+    return CacheStats(
+        hits=hits,
+        misses=misses,
+        hit_ratio=hits / (hits + misses) if hits + misses else None,
+        invalidation_lag_ms=None if last is None else last.lag_ms,
+        last_change_at=None if last is None else datetime.fromtimestamp(last.received_at, UTC),
+        last_lsn=None if last is None else last.lsn,
+        live=ctx.feed.connected,
+        pages=ctx.feed.pages,
+    )
+
+
+@router.get(
+    "/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "an SSE stream"}},
+)
+async def events(ctx: Ctx) -> EventSourceResponse:
+    """Server-Sent Events: one ``change`` per batch of changes the listener applied."""
+    feed = ctx.feed
+    shutdown = anyio.Event()  # set by sse-starlette when the server begins to stop
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        async with feed.subscribe() as subscription:
+            # Subscribed first, then "ready": a page refetching on "ready" misses nothing.
+            yield ServerSentEvent(json.dumps({"live": feed.connected}), event="ready")
+            while True:
+                event = await _next(subscription, shutdown)
+                if event is None or event is CLOSED:
+                    return
+                yield ServerSentEvent(json.dumps(event.data), event=event.kind)
+
+    return EventSourceResponse(
+        stream(),
+        ping=ctx.settings.events_ping,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        shutdown_event=shutdown,
+        shutdown_grace_period=_SHUTDOWN_GRACE,
+    )
+
+
+async def _next(subscription: Subscription, shutdown: anyio.Event) -> FeedEvent | None:
+    """The page's next event, or None once the server is shutting down."""
+    getting = asyncio.ensure_future(subscription.next())
+    stopping = asyncio.ensure_future(shutdown.wait())
+    try:
+        await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not getting.done():
+            getting.cancel()
+    return getting.result() if getting.done() and not getting.cancelled() else None
