@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench soak clean
+.PHONY: install run test lint typecheck unit browser screenshot bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,27 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest
+
+# The dashboard's browser test drives Debian's chromium through chromedriver. Installed here
+# when missing and we are root with apt-get; otherwise that one test is skipped and says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver for the browser test (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			chromium chromium-driver \
+		|| echo "WARNING: could not install chromium: the browser test will be skipped"; \
+	else \
+		echo "WARNING: chromium/chromedriver missing and not root with apt-get:" \
+			"the browser test will be skipped"; \
+	fi
+
+# Regenerates docs/dashboard.png from the browser test's live page.
+screenshot: $(STAMP) browser
+	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest tests/acceptance -q
 
 # Rewrites BENCHMARKS.md; QUICK=1 for a smoke run. Load comes from wrk (Debian's package),
 # installed here when missing and we are root.

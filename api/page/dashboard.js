@@ -165,7 +165,7 @@ function row(order) {
   tr.dataset.orderId = String(order.id);
   tr.dataset.status = order.status;
 
-  const customer = cell(order.customer);
+  const customer = cell(order.customer, "customer");
   const params = Object.entries(order.params || {})
     .map(([k, v]) => k + " " + (typeof v === "object" ? JSON.stringify(v) : v))
     .join(", ");
@@ -189,10 +189,10 @@ function row(order) {
   tr.append(
     cell(String(order.id), "num"),
     customer,
-    cell("model " + order.model_id + " · material " + order.material_id),
+    cell("model " + order.model_id + " · material " + order.material_id, "nowrap"),
     cell(String(order.quantity), "num"),
     cell(String(order.total_price), "num"),
-    cell(when(order.updated_at)),
+    cell(when(order.updated_at), "nowrap"),
     actions,
   );
   return tr;

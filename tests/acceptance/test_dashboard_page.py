@@ -1,0 +1,235 @@
+"""The operator's start page in a real headless Chromium, against a real uvicorn server and
+a real listener process: the key prompt, the lists, moving an order, a DBA's UPDATE in
+psql appearing without a reload, and errors shown as messages.
+
+Needs Debian's chromium and chromium-driver (`make test` installs them as root); without
+them the test is skipped with the reason. DASHBOARD_SCREENSHOT=path saves a screenshot of
+the live page there (`make screenshot` writes docs/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+
+from tests.integration.api_server import ApiProcess
+from tests.integration.conftest import OPERATOR_KEY, api_settings
+from tests.integration.listener_fixtures import listener_settings, spawn_listener, wait_ready
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+# A customer's name is user input: the page must show it as text, never run it.
+HOSTILE = "Mallory <b>&</b> Co<img src=x onerror=\"document.title='pwned'\" hidden>"
+SHOWCASE = [
+    ("Anna K.", "new", {"size": 16, "engraving": "A+M 14.02"}),
+    ("Boris P.", "new", {"size": 19}),
+    ("Studio Lune", "new", {"size": 17, "finish": "matte"}),
+    (HOSTILE, "new", {"size": 15}),
+    ("Clara D.", "in_progress", {"size": 18, "engraving": "forever"}),
+    ("Dmitri S.", "in_progress", {"size": 21}),
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(
+            f"BROWSER TEST SKIPPED: {', '.join(missing)} not found. Install Debian's chromium"
+            " and chromium-driver (make test does so when run as root with apt-get)."
+        )
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def stack(
+    database_url: str, redis_url: str
+) -> Iterator[tuple[ApiProcess, subprocess.Popen[bytes]]]:
+    """The API as a uvicorn process and the listener as a process of its own."""
+    settings = listener_settings(database_url, redis_url)
+    listener = spawn_listener(settings)
+    try:
+        asyncio.run(wait_ready(settings))
+        api = ApiProcess(api_settings(database_url, redis_url))
+        try:
+            yield api, listener
+        finally:
+            api.stop()
+    finally:
+        listener.terminate()
+        listener.wait(30)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s AND NOT active",
+                [settings.cdc_slot],
+            )
+
+
+def sql(database_url: str, statement: str, *params: object) -> list[tuple[object, ...]]:
+    """What a DBA does in psql: one statement, committed."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)  # type: ignore[call-overload]
+        return cur.fetchall() if cur.description else []
+
+
+def until(check: Callable[[], object], what: str, driver: WebDriver, within: float = 20.0) -> None:
+    """Poll the page until `check` holds; on timeout, say what the page showed."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if check():
+                return
+        except (StaleElementReferenceException, WebDriverException):
+            pass  # the page re-rendered under us: look again
+        if time.monotonic() > deadline:
+            shown = driver.find_element(By.TAG_NAME, "body").text
+            raise AssertionError(f"timed out waiting for: {what}\n--- the page showed:\n{shown}")
+        time.sleep(0.1)
+
+
+def ids_in(driver: WebDriver, section: str) -> set[int]:
+    rows = driver.find_elements(By.CSS_SELECTOR, f"#{section}-orders tr")
+    return {int(row.get_attribute("data-order-id") or 0) for row in rows}
+
+
+def row(driver: WebDriver, order_id: int) -> list[object]:
+    return driver.find_elements(By.CSS_SELECTOR, f'tr[data-order-id="{order_id}"]')
+
+
+def messages(driver: WebDriver) -> str:
+    return driver.find_element(By.ID, "messages").text
+
+
+def enter_key(driver: WebDriver, key: str) -> None:
+    field = driver.find_element(By.ID, "key-input")
+    field.clear()
+    field.send_keys(key)
+    driver.find_element(By.ID, "key-submit").click()
+
+
+def test_the_operator_page_follows_every_change_live(
+    browser: WebDriver,
+    stack: tuple[ApiProcess, subprocess.Popen[bytes]],
+    database_url: str,
+) -> None:
+    api, listener = stack
+    showcase = [
+        int(
+            sql(
+                database_url,
+                "INSERT INTO orders (customer, model_id, material_id, quantity, params,"
+                " total_price, status) VALUES (%s, 1, 1, 1, %s::jsonb, 120.50, %s) RETURNING id",
+                customer,
+                json.dumps(params),
+                status,
+            )[0][0]
+        )
+        for customer, status, params in SHOWCASE
+    ]
+    taken, hostile, to_finish_in_psql = showcase[0], showcase[3], showcase[4]
+    stale_one = showcase[1]
+
+    browser.get(api.base_url + "/")
+    assert browser.find_element(By.ID, "key-form").is_displayed()
+    enter_key(browser, OPERATOR_KEY)
+
+    active = {
+        status: {
+            int(r[0]) for r in sql(database_url, "SELECT id FROM orders WHERE status = %s", status)
+        }
+        for status in ("new", "in_progress")
+    }
+    until(lambda: ids_in(browser, "new") == active["new"], "the new orders listed", browser)
+    assert not browser.find_element(By.ID, "key-form").is_displayed()
+    assert ids_in(browser, "in-progress") == active["in_progress"]
+    until(lambda: browser.find_element(By.ID, "live").text == "live", "live updates", browser)
+    browser.execute_script("window.notReloaded = true")
+
+    # Customer names are shown as text: no element, no script from them.
+    (hostile_row,) = row(browser, hostile)
+    assert HOSTILE in hostile_row.text
+    assert not hostile_row.find_elements(By.CSS_SELECTOR, "b, img")
+    assert browser.title == "Workshop orders"
+
+    # Take an order into work from the page: it moves to "in progress".
+    row(browser, taken)[0].find_element(
+        By.CSS_SELECTOR, 'button[data-action="in_progress"]'
+    ).click()
+    until(lambda: taken in ids_in(browser, "in-progress"), "the taken order in progress", browser)
+    assert taken not in ids_in(browser, "new")
+
+    # A DBA finishes an order in psql: the open page drops it, without a reload.
+    sql(database_url, "UPDATE orders SET status = 'done' WHERE id = %s", to_finish_in_psql)
+    until(lambda: not row(browser, to_finish_in_psql), "the psql change on the page", browser)
+    assert browser.execute_script("return window.notReloaded") is True
+
+    # The cache's hit ratio and the invalidation lag are shown.
+    until(lambda: browser.find_element(By.ID, "hit-ratio").text.endswith("%"), "hit ratio", browser)
+    until(lambda: browser.find_element(By.ID, "lag").text.endswith("ms"), "the lag", browser)
+
+    screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
+    if screenshot:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(screenshot)
+
+    # A stale page offers a move the order no longer allows: the API's 409 is shown. (The
+    # listener is stopped so that the page cannot learn of the change first.)
+    listener.terminate()
+    listener.wait(30)
+    sql(database_url, "UPDATE orders SET status = 'cancelled' WHERE id = %s", stale_one)
+    row(browser, stale_one)[0].find_element(
+        By.CSS_SELECTOR, 'button[data-action="in_progress"]'
+    ).click()
+    expected = f"order {stale_one} is cancelled: cannot move it to in_progress"
+    until(lambda: expected in messages(browser), "the 409 message", browser)
+
+    # A refused key is said so, and the page asks for the key again.
+    browser.find_element(By.ID, "change-key").click()
+    enter_key(browser, "mes_not-the-operator-key-at-all")
+    until(lambda: "refused" in messages(browser), "the refused-key message", browser)
+    assert browser.find_element(By.ID, "key-form").is_displayed()
+    enter_key(browser, OPERATOR_KEY)
+    until(lambda: browser.find_element(By.ID, "live").text == "live", "live again", browser)
+
+    # The API goes away: the page says so instead of failing silently.
+    api.stop()
+    until(
+        lambda: "API unreachable, retrying" in browser.find_element(By.ID, "connection").text,
+        "the unreachable banner",
+        browser,
+    )
