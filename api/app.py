@@ -14,15 +14,14 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api import apikeys, live, page
+from api import apikeys, page
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
-from api.changes import ChangeFeed
+from api.changes import follow_changes
 from api.context import AppContext
 from api.keycache import KeyVerifier, Lookup
 from api.readthrough import ReadThrough
@@ -105,16 +104,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)
         bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
-        # The feed's own connection blocks on reads, so it cannot share the fail-fast pool.
-        feed = ChangeFeed(
-            Redis.from_url(
-                cfg.redis_url,
-                socket_connect_timeout=max(cfg.redis_timeout, 1.0),
-                health_check_interval=30,
-            ),
-            keys.changes_channel(),
-        )
-        feed.start()
+        feed = follow_changes(cfg.redis_url, keys.changes_channel(), cfg.redis_timeout)
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,
@@ -167,7 +157,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.include_router(live.router)
     page.mount(app)
 
     # PoolTimeout is an OperationalError too: no connection could be had in time.

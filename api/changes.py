@@ -166,3 +166,18 @@ class ChangeFeed:
             received_at=time.time(),
         )
         self._broadcast(FeedEvent("change", data))
+
+
+def follow_changes(redis_url: str, channel: str, connect_timeout: float) -> ChangeFeed:
+    """A started feed on a connection of its own: it blocks on reads, so it cannot share
+    the API's fail-fast pool."""
+    feed = ChangeFeed(
+        Redis.from_url(
+            redis_url,
+            socket_connect_timeout=max(connect_timeout, 1.0),
+            health_check_interval=30,
+        ),
+        channel,
+    )
+    feed.start()
+    return feed

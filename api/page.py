@@ -13,11 +13,15 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api import live
+
 PAGE_DIR = Path(__file__).with_name("page")
 
 
 def mount(app: FastAPI) -> None:
-    """Serve the dashboard at ``/`` and its assets under ``/page/``."""
+    """Serve the dashboard at ``/``, its assets under ``/page/``, and what keeps it live
+    (``/events``, ``/stats``)."""
+    app.include_router(live.router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard_page() -> FileResponse:
