@@ -21,7 +21,7 @@ from starlette.routing import Match
 from api import apikeys, page
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
-from api.changes import follow_changes
+from api.changes import change_feed
 from api.context import AppContext
 from api.keycache import KeyVerifier, Lookup
 from api.readthrough import ReadThrough
@@ -104,7 +104,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)
         bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
-        feed = follow_changes(cfg.redis_url, keys.changes_channel(), cfg.redis_timeout)
+        feed = change_feed(cfg.redis_url, keys.changes_channel(), cfg.redis_timeout)
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,

@@ -7,7 +7,9 @@ that falls behind loses nothing that matters: its queue is replaced by one ``res
 (refetch everything). After the subscription is lost and regained, every page gets a
 ``resync`` too, since messages published in between are gone (pub/sub keeps nothing).
 
-The feed also remembers the last announced change, for the invalidation lag in /stats.
+The subscription starts with the first page that follows the feed (a process no
+dashboard talks to holds none) and lasts until the process stops. The feed also remembers
+the last announced change, for the invalidation lag in /stats.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class ChangeFeed:
         return len(self._subscriptions)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="change-feed")
+        """Follow the channel from now on (idempotent)."""
+        if self._task is None and not self._closing:
+            self._task = asyncio.create_task(self._run(), name="change-feed")
 
     async def close(self) -> None:
         """Stop following the channel and end every page's stream."""
@@ -109,6 +113,7 @@ class ChangeFeed:
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[Subscription]:
+        self.start()
         subscription = Subscription()
         self._subscriptions.add(subscription)
         try:
@@ -168,16 +173,10 @@ class ChangeFeed:
         self._broadcast(FeedEvent("change", data))
 
 
-def follow_changes(redis_url: str, channel: str, connect_timeout: float) -> ChangeFeed:
-    """A started feed on a connection of its own: it blocks on reads, so it cannot share
-    the API's fail-fast pool."""
-    feed = ChangeFeed(
-        Redis.from_url(
-            redis_url,
-            socket_connect_timeout=max(connect_timeout, 1.0),
-            health_check_interval=30,
-        ),
-        channel,
+def change_feed(redis_url: str, channel: str, connect_timeout: float) -> ChangeFeed:
+    """A feed on a connection of its own: it blocks on reads, so it cannot share the API's
+    fail-fast pool."""
+    client = Redis.from_url(
+        redis_url, socket_connect_timeout=max(connect_timeout, 1.0), health_check_interval=30
     )
-    feed.start()
-    return feed
+    return ChangeFeed(client, channel)

@@ -42,7 +42,9 @@ class CacheStats(BaseModel):
     )
     last_change_at: datetime | None = Field(description="when that change was announced")
     last_lsn: str | None = Field(description="its commit position (logical mode)")
-    live: bool = Field(description="whether this process follows the change channel now")
+    live: bool = Field(
+        description="whether this process follows the change channel now (from the first page on)"
+    )
     pages: int = Field(description="dashboards following this process's change stream")
 
 
