@@ -91,8 +91,12 @@ the three in turn, {rounds} rounds; the table shows medians of the rounds and ea
 the median of the per-round ratios. Non-2xx answers or socket errors in all runs: {errors}.
 """
     bare_why = (
-        "The hit's extra cost over the bare route is one Redis GET of the body "
-        "(a round trip plus reading it off the socket) per request."
+        "A hit is one Redis GET carrying the whole body: Redis copies it to its socket and "
+        "the worker reads and copies it again, on the same two cores as wrk and the workers, "
+        "and each round trip also waits for the Redis process to be scheduled (see the load "
+        "average above). The bare route does none of that. Closing the gap would take a "
+        "per-process copy of large values revalidated against the key's fence (a small round "
+        "trip instead of the body); not done."
     )
     return Section(
         title="1. Read path",

@@ -52,9 +52,10 @@ def render(intro: str, machine: dict[str, str], sections: list[Section], run_not
         out += [f"## {section.title} (`{section.module}`)", "", section.method.strip(), ""]
         for rows in section.tables:
             out += [_table(rows), ""]
-        for target in section.targets:
-            if target.met is False and target.why:
-                out += [f"Not met: {target.what}. {target.why}", ""]
+        missed = [t for t in section.targets if t.met is False]
+        for why in dict.fromkeys(t.why for t in missed if t.why):
+            whats = "; ".join(t.what for t in missed if t.why == why)
+            out += [f"Not met: {whats}. {why}", ""]
         out += [note.strip() + "\n" for note in section.notes]
     return "\n".join(out).rstrip() + "\n"
 

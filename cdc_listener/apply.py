@@ -118,23 +118,26 @@ class Applier:
             dashboard = await reads.dashboard_json(self.pool)
 
         pipe = store.redis.pipeline(transaction=False)
-        stale: list[CacheKey] = []
+        stale: list[tuple[str, str, str]] = []
+        order_names = keys.order_names
         for order_id in touched.orders:
-            key = keys.order(order_id)
-            image, lsn = batch.images.get(order_id, (None, 0))
-            if self.refresh and image is not None:
-                body = dump_order(image)
-                await store.queue_refresh(
-                    pipe, key, body, self.settings.ttl_order, lsn_version(lsn)
-                )
-            else:
-                stale.append(key)
+            if self.refresh:
+                image, lsn = batch.images.get(order_id, (None, 0))
+                if image is not None:
+                    body = dump_order(image)
+                    await store.queue_refresh(
+                        pipe, keys.order(order_id), body, self.settings.ttl_order, lsn_version(lsn)
+                    )
+                    continue
+            stale.append(order_names(order_id))
+        others: list[CacheKey] = []
         if touched.newest:
-            stale.append(keys.new_orders())
+            others.append(keys.new_orders())
         if touched.dashboard and dashboard is None:
-            stale.append(keys.dashboard())
-        stale += [keys.probe(p) for p in sorted(touched.probes)]
-        await store.queue_invalidate(pipe, *stale)
+            others.append(keys.dashboard())
+        others += [keys.probe(p) for p in sorted(touched.probes)]
+        stale += [(key.name, key.fence, key.lease) for key in others]
+        await store.queue_invalidate_names(pipe, stale)
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
         families += [keys.price_family_of_material(m) for m in sorted(touched.price_materials)]

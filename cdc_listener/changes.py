@@ -73,6 +73,14 @@ class RowView(Mapping[str, object]):
         value = self._row[self._positions[name]]
         return value.decode() if isinstance(value, bytes) else value
 
+    def get(self, name: str, default: object = None) -> object:
+        # The rule calls get() twice a row: Mapping's version goes through a raised KeyError.
+        position = self._positions.get(name)
+        if position is None:
+            return default
+        value = self._row[position]
+        return value.decode() if type(value) is bytes else value
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._positions)
 

@@ -19,7 +19,7 @@ the same state or moves a counter that only serves as a fence.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -250,11 +250,15 @@ class RedisStore:
     # Listener side: queued on a pipeline so a whole batch is one round trip.
 
     async def queue_invalidate(self, pipe: Pipeline, *keys: CacheKey) -> None:
-        for start in range(0, len(keys), _INVALIDATE_SLICE):
+        await self.queue_invalidate_names(pipe, [(k.name, k.fence, k.lease) for k in keys])
+
+    async def queue_invalidate_names(
+        self, pipe: Pipeline, triples: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Invalidate keys given as (value, fence, lease) names (KeySchema.order_names)."""
+        for start in range(0, len(triples), _INVALIDATE_SLICE):
             names = [
-                name
-                for key in keys[start : start + _INVALIDATE_SLICE]
-                for name in (key.name, key.fence, key.lease)
+                name for triple in triples[start : start + _INVALIDATE_SLICE] for name in triple
             ]
             await self._invalidate(keys=names, args=[FENCE_TTL_MS], client=pipe)
 

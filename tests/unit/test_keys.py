@@ -52,3 +52,9 @@ def test_the_price_request_counts_outlive_a_flush_and_prices_do_not() -> None:
     assert keys.outlives_flush(keys.price_requests())
     assert not keys.outlives_flush(keys.price(1, 2, "size=base").name)
     assert not keys.outlives_flush(keys.all_prices())
+
+
+def test_order_names_spell_the_same_names_as_the_order_key() -> None:
+    for schema in (KeySchema(), KeySchema("mes:")):
+        key = schema.order(42)
+        assert schema.order_names(42) == (key.name, key.fence, key.lease)
