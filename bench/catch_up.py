@@ -100,8 +100,8 @@ transactions of {TXN_ROWS} (`UPDATE orders ... WHERE id BETWEEN ...`; `orders` h
 `REPLICA IDENTITY FULL`, so each change carries the old and the new row, 10 values each)
 is written while nothing consumes ({wrote:.0f} s). Then, one after the other, a bare
 consumer (`bench/bare_consumer.py`: the listener's transport, no decoding but the Commit,
-confirms) drains one slot, and the listener (`cdc-listener run`, default settings, so
-every batch's Redis work is done twice: the delayed second pass) drains the other. Each
+confirms) drains one slot, and the listener (`cdc-listener run`, default settings; a
+backlog's commits are past the visibility gap, so no second pass) drains the other. Each
 is timed from its slot becoming active until the slot's confirmed position passes the
 backlog's last commit, which for the listener means every key invalidated in Redis.
 {rounds} round(s); the ratio is the median of the per-round ratios.
