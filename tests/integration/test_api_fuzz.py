@@ -12,7 +12,7 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from api.app import create_app
 from tests.conftest import TEMPLATE, Servers
@@ -61,6 +61,7 @@ def served(servers: Servers) -> Iterator[None]:
 @settings(
     max_examples=40,
     deadline=None,
+    derandomize=True,  # the same cases on every run: CI either passes or names a real fault
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_every_operation_answers_within_its_schema(case: schemathesis.Case) -> None:
@@ -68,7 +69,13 @@ def test_every_operation_answers_within_its_schema(case: schemathesis.Case) -> N
     # size the model's kind cannot take: 422 is the right answer there, so "valid data must
     # be accepted" cannot hold for these two.
     semantic = {"POST /orders", "GET /models/{model_id}/price"}
-    excluded = [positive_data_acceptance] if case.operation.label in semantic else []
+    # "Schema-violating requests must be rejected" cannot hold either: the API ignores
+    # query parameters it does not know (as HTTP APIs do), and this test supplies the
+    # Authorization header a negative case may have dropped. Malformed values of known
+    # parameters are answered 422 and tested in test_api.py.
+    excluded = [negative_data_rejection]
+    if case.operation.label in semantic:
+        excluded.append(positive_data_acceptance)
     # As an operator, so the fuzzing reaches past authentication into every handler.
     headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
     response = case.call(headers=headers)
