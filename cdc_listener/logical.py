@@ -275,10 +275,12 @@ class LogicalSource:
             self.confirmed = max(self.confirmed, batch.end_lsn)
 
     def _collect(self, txn: _Transaction, message: Insert | Update | Delete | Truncate) -> None:
-        for change in changes_of(message, self._relations):
-            add_change(txn.touched, change)
-            if change.table == "orders" and self.settings.cdc_refresh:
-                self._remember_image(txn, message)
+        refresh = self.settings.cdc_refresh
+        if refresh or not self._relations.add_order_update(txn.touched, message):
+            for change in changes_of(message, self._relations):
+                add_change(txn.touched, change)
+                if change.table == "orders" and refresh:
+                    self._remember_image(txn, message)
         txn.touched.bound(self.settings.cdc_max_keys)
         if txn.touched.all_orders:
             txn.images.clear()

@@ -109,16 +109,37 @@ def _orders(change: Change, touched: Touched) -> None:
         touched.all_orders = True
         _every_list(touched)
         return
-    for row in (change.old, change.new):
-        order_id = _row_id(row)
-        if order_id is not None:
-            touched.orders.add(order_id)
-    old, new = _status(change.old), _status(change.new)
-    if (change.op != "insert" and old is None) or (change.op != "delete" and new is None):
+    add_order_row(
+        touched,
+        change.op,
+        old_id=_row_id(change.old),
+        new_id=_row_id(change.new),
+        old_status=_status(change.old),
+        new_status=_status(change.new),
+    )
+
+
+def add_order_row(
+    touched: Touched,
+    op: Operation,
+    *,
+    old_id: int | None,
+    new_id: int | None,
+    old_status: str | None,
+    new_status: str | None,
+) -> None:
+    """The targets of one orders row change, given the ids and statuses its images hold
+    (None: no image, or the value was not sent). The listener calls this directly for the
+    common update, without building a Change and its row views."""
+    if old_id is not None:
+        touched.orders.add(old_id)
+    if new_id is not None:
+        touched.orders.add(new_id)
+    if (op != "insert" and old_status is None) or (op != "delete" and new_status is None):
         # Without both statuses we cannot tell which lists held the order.
         _every_list(touched)
         return
-    for status in (old, new):
+    for status in (old_status, new_status):
         if status is not None:
             touched.statuses.add(status)
             touched.dashboard |= status in ACTIVE
