@@ -24,6 +24,7 @@ from api.breaker import RedisBreaker
 from api.changes import change_feed
 from api.context import AppContext
 from api.keycache import KeyVerifier, Lookup
+from api.nearcache import NearCache
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
@@ -116,6 +117,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 lease=cfg.fill_lease,
                 wait=cfg.fill_wait,
                 single_flight=cfg.fill_single_flight,
+                near=NearCache(cfg.near_cache_min_bytes, cfg.near_cache_max_bytes),
             ),
             breaker=breaker,
             auth=KeyVerifier(

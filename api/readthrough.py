@@ -7,6 +7,10 @@
 - The fill stores only if no invalidation moved the key's fence since before the SELECT
   (mescache.store), so a reader can never put back a row the listener just invalidated.
 - Any Redis failure trips the breaker and the read is served from PostgreSQL.
+- Large values (the dashboard, big status pages) are also kept in process (api.nearcache):
+  a hit then asks Redis only whether the value's fence token still stands and sends the
+  value again only if it moved, instead of moving the whole body on every request. A near
+  copy is never served without that check (see api.nearcache for why it is exact).
 
 It also counts this process's hits and misses (for /stats and the dashboard's hit ratio).
 """
@@ -23,8 +27,9 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.breaker import RedisBreaker
+from api.nearcache import NearCache
 from mescache.keys import CacheKey
-from mescache.store import Counter, FillTicket, RedisStore
+from mescache.store import FENCE_TTL_MS, Counter, FillTicket, RedisStore
 
 log = logging.getLogger("api.cache")
 
@@ -48,9 +53,12 @@ class ReadThrough:
         breaker: RedisBreaker,
         lease: float,
         wait: float,
+        *,
         single_flight: bool = True,
+        near: NearCache | None = None,
     ) -> None:
         self.store = store
+        self.near = near if near is not None else NearCache(0, 0)
         self.breaker = breaker
         self.lease = lease
         # Without single flight every miss reads PostgreSQL (naive cache-aside); only the
@@ -77,7 +85,12 @@ class ReadThrough:
         if not self.breaker.allow():
             return Read(await load(), hit=False)
         try:
-            value = await self.store.get(key, counter)
+            if self.near.wants(key.name):
+                value = await self._near_get(key, counter)
+            else:
+                value = await self.store.get(key, counter)
+                if value is not None:
+                    self.near.note_large(key.name, value)
         except RedisError as exc:
             self.breaker.failed(exc)
             return Read(await load(), hit=False)
@@ -87,6 +100,23 @@ class ReadThrough:
         if not self.single_flight:
             return await self._fill(key, ttl, load)
         return await self._fill_once(key, ttl, load)
+
+    async def _near_get(self, key: CacheKey, counter: Counter | None) -> bytes | None:
+        """The value, from this process if Redis confirms its token, else from Redis."""
+        entry = self.near.lookup(key.name)
+        started = time.monotonic()
+        reply = await self.store.near_get(key, entry.token if entry else b"", counter)
+        if entry is not None and reply.unchanged:
+            self.near.confirm(key.name, reply.pttl_ms)
+            return entry.body
+        if reply.value is None:
+            self.near.drop(key.name)
+            return None
+        if 0 < reply.pttl_ms <= FENCE_TTL_MS:
+            self.near.keep(key.name, reply.token, reply.value, started + reply.pttl_ms / 1000)
+        else:
+            self.near.drop(key.name)
+        return reply.value
 
     async def _fill_once(self, key: CacheKey, ttl: float, load: Loader) -> Read:
         """Fill, or share the fill another request of this process already leads."""
@@ -124,6 +154,7 @@ class ReadThrough:
             self.breaker.failed(exc)
             return Read(await load(), hit=False)
         if ticket.value is not None:
+            self.near.note_large(key.name, ticket.value)
             return Read(ticket.value, hit=True)
         try:
             body = await load()
@@ -132,6 +163,7 @@ class ReadThrough:
                 await self._release(key, token)
             raise
         if ticket.leased:
+            started = time.monotonic()
             try:
                 stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
             except RedisError as exc:
@@ -139,6 +171,9 @@ class ReadThrough:
             else:
                 if not stored:
                     log.debug("fill fenced out by an invalidation key=%s", key.name)
+                elif ttl * 1000 <= FENCE_TTL_MS:
+                    # Redis now holds this body under the fence the fill was checked against.
+                    self.near.keep(key.name, ticket.fence, body, started + ttl)
         return Read(body, hit=False)
 
     async def _release(self, key: CacheKey, token: str) -> None:

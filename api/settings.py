@@ -34,6 +34,18 @@ class ApiSettings(CacheSettings):
         description="one fill per key: concurrent misses share one SELECT in a process and "
         "wait for the lease holder across processes (off only to measure what it saves)",
     )
+    near_cache_min_bytes: int = Field(
+        default=16_384,
+        ge=0,
+        description="values at least this large are also kept in each API process, "
+        "validated against Redis on every read by a short round trip (api.nearcache)",
+    )
+    near_cache_max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="bytes of such values kept per process at most, least recently used "
+        "out first; 0 keeps none",
+    )
     api_workers: int = Field(
         default=1,
         ge=0,

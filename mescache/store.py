@@ -8,6 +8,8 @@ Every operation is one Lua script, so each is atomic on the server:
 - ``finish_fill``: stores only if the fences still hold the values read before the SELECT,
   so an invalidation that landed during the SELECT wins (the stale-set race). A key of
   several families (a price: its model, its material, all prices) is fenced by each.
+- ``near_get``: for a value a process keeps in memory (api.nearcache), whether the token
+  it holds still stands: a short reply if so, else the value with its current token.
 - ``release``: a fill that failed (the row does not exist) gives its lease back.
 - ``invalidate`` / ``invalidate_family``: delete and move the fence.
 - ``refresh``: write a value the listener computed, move the fence so no older fill can
@@ -90,6 +92,25 @@ end
 return 1
 """
 
+# KEYS = value, epoch, ARGV[2] fences, then optionally a counter's sorted set; ARGV = the
+# token the caller holds, the number of fences, the counter's member. The token is the one
+# begin_fill reads (without starting a missing epoch: no token then, so nothing is kept).
+# Replies: {0} missing; {1, pttl} the held token stands; {2, pttl, token, value}.
+_NEAR_GET = """
+local last = 2 + tonumber(ARGV[2])
+if ARGV[3] then redis.call('ZINCRBY', KEYS[last + 1], 1, ARGV[3]) end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -2 then return {0} end
+local g = redis.call('GET', KEYS[2])
+if g then
+  for i = 3, last do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
+  if g == ARGV[1] then return {1, pttl} end
+else
+  g = ''
+end
+return {2, pttl, g, redis.call('GET', KEYS[1])}
+"""
+
 # KEYS = lease; ARGV = the holder's token: a failed fill hands the lease back at once.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -143,6 +164,17 @@ class Counter:
 
 
 @dataclass(frozen=True, slots=True)
+class NearReply:
+    """What near_get found: nothing (value None, not unchanged), the held token standing
+    (unchanged), or the value with its current token (empty when there is none)."""
+
+    unchanged: bool
+    pttl_ms: int
+    value: bytes | None = None
+    token: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
 class FillTicket:
     """What begin_fill found: a value, or the fence to fill against (and whether we lead)."""
 
@@ -188,6 +220,7 @@ class RedisStore:
         self._begin = redis.register_script(_BEGIN_FILL)
         self._finish = redis.register_script(_FINISH_FILL)
         self._release = redis.register_script(_RELEASE)
+        self._near_get = redis.register_script(_NEAR_GET)
         self._move_epoch = redis.register_script(_MOVE_EPOCH)
         self._invalidate = redis.register_script(_INVALIDATE)
         self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
@@ -202,6 +235,23 @@ class RedisStore:
         pipe.zincrby(counter.zset, 1, counter.member)
         value, _ = await pipe.execute()
         return cast(bytes | None, value)
+
+    async def near_get(
+        self, key: CacheKey, held: bytes, counter: Counter | None = None
+    ) -> NearReply:
+        """Validate the token `held` for the key's value (b"" when none) in one round trip;
+        with a counter, also counts the request."""
+        keys = [key.name, key.epoch, *key.fences]
+        args: list[bytes | str | int] = [held, len(key.fences)]
+        if counter is not None:
+            keys.append(counter.zset)
+            args.append(counter.member)
+        reply = await self._near_get(keys=keys, args=args)
+        if reply[0] == 0:
+            return NearReply(unchanged=False, pttl_ms=-2)
+        if reply[0] == 1:
+            return NearReply(unchanged=True, pttl_ms=int(reply[1]))
+        return NearReply(unchanged=False, pttl_ms=int(reply[1]), value=reply[3], token=reply[2])
 
     async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
         reply = await self._begin(
