@@ -7,9 +7,9 @@ flush; a restart that loses the epoch starts it again from the server clock). So
 token has not moved, Redis holds a value written under that same token, which is what the
 near copy is. ReadThrough never serves an entry without first asking Redis, in one round
 trip, whether the token still stands and the value still exists (mescache.store
-``near_get``); with Redis down nothing here is served. An entry also expires no later than
+``near_get``); with Redis down nothing here is served. An entry also lapses no later than
 Redis's copy it was validated against (its PTTL, never extended), so the TTL safety net
-holds, and the value's TTL is never longer than a fence's, so an expired fence cannot
+holds; and a value is kept only if its TTL is no longer than a fence's, so an expired fence cannot
 bring an old token back while the copy lives.
 
 Two fills under one token (a lease that expired under a slow filler) may each leave their
@@ -30,7 +30,7 @@ _WANTED_NAMES = 4096  # names of values seen large without a token, remembered a
 class NearEntry:
     token: bytes
     body: bytes
-    expires: float  # time.monotonic() deadline
+    deadline: float  # time.monotonic() deadline
 
 
 class NearCache:
@@ -69,7 +69,7 @@ class NearCache:
         entry = self._entries.get(name)
         if entry is None:
             return None
-        if entry.expires <= time.monotonic():
+        if entry.deadline <= time.monotonic():
             self.drop(name)
             return None
         self._entries.move_to_end(name)
@@ -79,16 +79,16 @@ class NearCache:
         """Redis confirmed the token: the entry lives no longer than Redis's copy."""
         entry = self._entries.get(name)
         if entry is not None:
-            entry.expires = min(entry.expires, time.monotonic() + pttl_ms / 1000)
+            entry.deadline = min(entry.deadline, time.monotonic() + pttl_ms / 1000)
 
-    def keep(self, name: str, token: bytes, body: bytes, expires: float) -> None:
-        """Keep a value Redis held under `token` until `expires` (monotonic), if it is large
+    def keep(self, name: str, token: bytes, body: bytes, deadline: float) -> None:
+        """Keep a value Redis held under `token` until `deadline` (monotonic), if it is large
         enough and fits."""
         self.drop(name)
         if not token or not self.enabled or not self.min_bytes <= len(body) <= self.max_bytes:
             return
         self._wanted.pop(name, None)
-        self._entries[name] = NearEntry(token, body, expires)
+        self._entries[name] = NearEntry(token, body, deadline)
         self.size += len(body)
         while self.size > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)

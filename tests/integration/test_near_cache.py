@@ -154,7 +154,7 @@ async def test_a_value_expired_in_redis_is_not_served_near(
     assert (await api.get(key, 60, _unexpected)).body == BIG
     entry = api.near.lookup(key.name)
     assert entry is not None
-    assert entry.expires <= time.monotonic() + 5.0
+    assert entry.deadline <= time.monotonic() + 5.0
     await redis_client.pexpire(key.name, 1)
     deadline = time.monotonic() + 10
     while await redis_client.exists(key.name):
