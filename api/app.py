@@ -24,6 +24,7 @@ from api.breaker import RedisBreaker
 from api.changes import change_feed
 from api.context import AppContext
 from api.keycache import KeyVerifier, Lookup
+from api.metrics import ApiMetrics
 from api.nearcache import NearCache
 from api.readthrough import ReadThrough
 from api.routes import router
@@ -118,6 +119,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 wait=cfg.fill_wait,
                 single_flight=cfg.fill_single_flight,
                 near=NearCache(cfg.near_cache_min_bytes, cfg.near_cache_max_bytes),
+                metrics=ApiMetrics(breaker),
             ),
             breaker=breaker,
             auth=KeyVerifier(
@@ -164,7 +166,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     # PoolTimeout is an OperationalError too: no connection could be had in time.
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        log.error(
+            "database unavailable",
+            extra={"method": request.method, "path": request.url.path, "error": str(exc)},
+        )
         return JSONResponse(status_code=503, content={"detail": "database unavailable"})
 
     # A value the database cannot store (a NaN in params, say) is the client's error.

@@ -44,9 +44,8 @@ class RedisBreaker:
         self.failures += 1
         if not self._tripped:
             log.warning(
-                "redis unavailable, serving from postgresql (retry in %.1fs): %r",
-                self.retry_after,
-                exc,
+                "redis unavailable, serving from postgresql",
+                extra={"retry_in": self.retry_after, "error": repr(exc)},
             )
         self._tripped = True
         self._open_until = self._clock() + self.retry_after

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from api.breaker import RedisBreaker
 from api.changes import ChangeFeed
 from api.keycache import KeyVerifier
+from api.metrics import ApiMetrics
 from api.readthrough import ReadThrough
 from api.settings import ApiSettings
 from mescache.db import Pool
@@ -33,6 +34,11 @@ class AppContext:
     pending: PendingWrites | None = None  # set in write-behind mode
     # The dashboard's bytes captured at start-up, served by the bench-only bare route.
     bare_dashboard: bytes | None = None
+
+    @property
+    def metrics(self) -> ApiMetrics:
+        """This process's metrics (the read path counts into them)."""
+        return self.cache.metrics
 
 
 async def get_ctx(request: Request) -> AppContext:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from api import apikeys
 from api.apikeys import ROLES, ApiKeyError, ApiKeyInfo
 from api.settings import AdminSettings
+from mescache.logs import redact
 from mescache.settings import describe_settings_error
 
 
@@ -115,5 +116,5 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     except psycopg.Error as exc:
-        print(f"{command}: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{command}: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 1

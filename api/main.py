@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
@@ -23,6 +22,7 @@ from api import keys_cli
 from api.settings import ApiSettings
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
+from mescache.logs import logging_config
 from mescache.settings import describe_settings_error
 from mescache.store import make_redis
 
@@ -48,7 +48,6 @@ def serve() -> int:
         except (RedisNotDurable, RedisError) as exc:
             print(f"orders-api: refusing to start in write-behind mode: {exc}", file=sys.stderr)
             return 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -58,7 +57,9 @@ def serve() -> int:
         loop="uvloop",
         http="httptools",
         access_log=settings.api_access_log,
-        log_level="info",
+        # applied in every worker: one format and one redaction for uvicorn's lines too
+        log_config=logging_config(settings.log_format, settings.log_level),
+        log_level=settings.log_level.lower(),
     )
     return 0
 

@@ -12,7 +12,8 @@
   value again only if it moved, instead of moving the whole body on every request. A near
   copy is never served without that check (see api.nearcache for why it is exact).
 
-It also counts this process's hits and misses (for /stats and the dashboard's hit ratio).
+Hits, misses, fills and the SELECTs they cost are counted in api.metrics (hits and misses
+also feed /stats and the dashboard's hit ratio).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.breaker import RedisBreaker
+from api.metrics import ApiMetrics
 from api.nearcache import NearCache
 from mescache.keys import CacheKey
 from mescache.store import FENCE_TTL_MS, Counter, FillTicket, RedisStore
@@ -56,6 +58,7 @@ class ReadThrough:
         *,
         single_flight: bool = True,
         near: NearCache | None = None,
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self.store = store
         self.near = near if near is not None else NearCache(0, 0)
@@ -65,9 +68,18 @@ class ReadThrough:
         # lease holder stores, so the fence still guards the value.
         self.wait = wait if single_flight else 0.0
         self.single_flight = single_flight
+        self.metrics = metrics or ApiMetrics(breaker)
         self._inflight: dict[str, asyncio.Future[Read]] = {}
-        self.hits = 0
-        self.misses = 0
+
+    @property
+    def hits(self) -> int:
+        """Reads this process answered from Redis."""
+        return self.metrics.hits
+
+    @property
+    def misses(self) -> int:
+        """Reads this process answered from PostgreSQL."""
+        return self.metrics.misses
 
     async def get(
         self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None = None
@@ -76,14 +88,18 @@ class ReadThrough:
         same round trip as the read."""
         read = await self._get(key, ttl, load, counter)
         if read.hit:
-            self.hits += 1
+            self.metrics.hits += 1
         else:
-            self.misses += 1
+            self.metrics.misses += 1
         return read
+
+    async def _load(self, load: Loader) -> bytes:
+        self.metrics.db_reads += 1
+        return await load()
 
     async def _get(self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None) -> Read:
         if not self.breaker.allow():
-            return Read(await load(), hit=False)
+            return Read(await self._load(load), hit=False)
         try:
             if self.near.wants(key.name):
                 value = await self._near_get(key, counter)
@@ -93,7 +109,7 @@ class ReadThrough:
                     self.near.note_large(key.name, value)
         except RedisError as exc:
             self.breaker.failed(exc)
-            return Read(await load(), hit=False)
+            return Read(await self._load(load), hit=False)
         self.breaker.succeeded()
         if value is not None:
             return Read(value, hit=True)
@@ -147,33 +163,40 @@ class ReadThrough:
             del self._inflight[key.name]
 
     async def _fill(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+        fill_started = time.perf_counter()
         token = secrets.token_hex(8)
         try:
             ticket = await self._lead_or_wait(key, token)
         except RedisError as exc:
             self.breaker.failed(exc)
-            return Read(await load(), hit=False)
+            return Read(await self._load(load), hit=False)
         if ticket.value is not None:
             self.near.note_large(key.name, ticket.value)
             return Read(ticket.value, hit=True)
         try:
-            body = await load()
+            body = await self._load(load)
         except Exception:
             if ticket.leased:
                 await self._release(key, token)
             raise
-        if ticket.leased:
-            started = time.monotonic()
-            try:
-                stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
-            except RedisError as exc:
-                self.breaker.failed(exc)
-            else:
-                if not stored:
-                    log.debug("fill fenced out by an invalidation key=%s", key.name)
-                elif ttl * 1000 <= FENCE_TTL_MS:
-                    # Redis now holds this body under the fence the fill was checked against.
-                    self.near.keep(key.name, ticket.fence, body, started + ttl)
+        if not ticket.leased:
+            self.metrics.fills_unleased.inc()
+            return Read(body, hit=False)
+        started = time.monotonic()
+        try:
+            stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
+        except RedisError as exc:
+            self.breaker.failed(exc)
+            return Read(body, hit=False)
+        if stored:
+            self.metrics.fills_stored.inc()
+            if ttl * 1000 <= FENCE_TTL_MS:
+                # Redis now holds this body under the fence the fill was checked against.
+                self.near.keep(key.name, ticket.fence, body, started + ttl)
+        else:
+            self.metrics.fills_fenced.inc()
+            log.debug("fill fenced out by an invalidation", extra={"key": key.name})
+        self.metrics.fill_seconds.observe(time.perf_counter() - fill_started)
         return Read(body, hit=False)
 
     async def _release(self, key: CacheKey, token: str) -> None:

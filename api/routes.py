@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Final, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,6 +31,7 @@ from api.auth import (
     require_operator,
 )
 from api.context import AppContext, Ctx
+from api.probes import readiness
 from api.readthrough import Read
 from mescache import reads
 from mescache.errors import (
@@ -128,6 +130,24 @@ async def healthz(ctx: Ctx) -> dict[str, object]:
         "redis_failures": ctx.breaker.failures,
         "reads_without_redis": ctx.breaker.bypassed,
     }
+
+
+@router.get(
+    "/readyz",
+    tags=["ops"],
+    responses={503: {"description": "PostgreSQL is unreachable: nothing can be served"}},
+)
+async def readyz(ctx: Ctx) -> Response:
+    """200 `ready`; 200 `degraded` when only Redis is unreachable (reads are served from
+    PostgreSQL); 503 when PostgreSQL is unreachable."""
+    ready = await readiness(ctx.pool, ctx.redis)
+    return Response(ready.body(), 200 if ready.serving else 503, media_type="application/json")
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus metrics of this process (text exposition format)."""
+    return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
@@ -307,6 +327,7 @@ async def place_order(ctx: Ctx, caller: Caller, order: NewOrder) -> Response:
     if not owns(caller, order.customer):
         raise forbidden("a client key places orders only for its own customer")
     request = PriceRequest(order.model_id, order.material_id, _order_size(order.params))
+    ctx.metrics.db_writes += 1
     async with ctx.pool.connection() as conn, conn.transaction():
         try:
             inputs = await reads.price_inputs(conn, request)
@@ -392,6 +413,7 @@ async def change_status(ctx: Ctx, _: Operator, order_id: OrderId, change: Status
     target = change.status
     if ctx.pending is not None:
         return await write_behind.accept_status_change(ctx, ctx.pending, order_id, target)
+    ctx.metrics.db_writes += 1
     async with ctx.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             query("move_status"),

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from redis.asyncio.client import Pipeline
 
+from cdc_listener.metrics import Applied
+from cdc_listener.replication import format_lsn
 from mescache import reads
 from mescache.db import Pool
 from mescache.keys import CacheKey, KeySchema
@@ -42,6 +44,7 @@ class Batch:
     oldest_commit: float | None = None
     # Seconds from that commit until the batch's first application to Redis.
     lag: float | None = None
+    changes: int = 0  # row changes (outbox rows), for the metrics
 
     def add(
         self,
@@ -106,19 +109,23 @@ class Applier:
         self.refresh = refresh
         self.pool = pool
 
-    async def apply(self, batch: Batch) -> None:
+    async def apply(self, batch: Batch) -> Applied:
         touched, keys, store = batch.touched, self.keys, self.store
         if not touched:
-            return
+            return Applied()
+        flushed = 0
         # Whole-table events are rare: their scans run before the batch's pipeline.
         if touched.all_orders:
-            await store.flush_matching(keys.orders_pattern(), keys.epoch(), keys.outlives_flush)
+            flushed = await store.flush_matching(
+                keys.orders_pattern(), keys.epoch(), keys.outlives_flush
+            )
         dashboard = None
         if touched.dashboard and self.refresh and self.pool is not None:
             dashboard = await reads.dashboard_json(self.pool)
 
         pipe = store.redis.pipeline(transaction=False)
         stale: list[tuple[str, str, str]] = []
+        refreshed = 0
         order_names = keys.order_names
         for order_id in touched.orders:
             if self.refresh:
@@ -128,6 +135,7 @@ class Applier:
                     await store.queue_refresh(
                         pipe, keys.order(order_id), body, self.settings.ttl_order, lsn_version(lsn)
                     )
+                    refreshed += 1
                     continue
             stale.append(order_names(order_id))
         others: list[CacheKey] = []
@@ -150,11 +158,16 @@ class Applier:
             await store.queue_refresh(
                 pipe, keys.dashboard(), dashboard, self.settings.ttl_dashboard, None
             )
+            refreshed += 1
         await _execute(pipe)
-        log.debug(
-            "applied commits=%d orders=%d families=%d lsn=%X",
-            batch.commits,
-            len(touched.orders),
-            len(families),
-            batch.end_lsn,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "applied",
+                extra={
+                    "commits": batch.commits,
+                    "keys": len(stale) + refreshed,
+                    "families": len(families),
+                    "lsn": format_lsn(batch.end_lsn),
+                },
+            )
+        return Applied(flushed + len(stale), refreshed, len(families))

@@ -1,5 +1,5 @@
-"""`cdc-listener`: run the daemon, report on the slot, drop it, install the notify outbox,
-warm the hot keys, check the cache against PostgreSQL.
+"""`cdc-listener`: run the daemon, report on the slot (`status`, `status --json`), drop it,
+install the notify outbox, warm the hot keys, check the cache against PostgreSQL.
 
 Exit codes: 0 success, 1 a server could not be reached or refused, 2 bad settings or usage,
 3 `check` found stale keys (or, sampling, invalidations that never arrived).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -24,11 +23,13 @@ from tqdm import tqdm
 from cdc_listener import daemon
 from cdc_listener.check import Checker
 from cdc_listener.errors import ListenerError
+from cdc_listener.notify import outbox_backlog
 from cdc_listener.probe import Prober
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import drop_slot, slot_status
 from mescache.db import make_pool
 from mescache.keys import KeySchema
+from mescache.logs import configure_logging, redact
 from mescache.queries import SQL_DIR
 from mescache.settings import describe_settings_error
 from mescache.store import RedisStore, make_redis
@@ -37,31 +38,68 @@ from mescache.warm import Outcome, Target, hot_targets, warm_targets
 STALE = 3  # exit code of a check that found stale keys
 
 
-async def _status(settings: ListenerSettings, _: argparse.Namespace) -> int:
+async def _status(settings: ListenerSettings, args: argparse.Namespace) -> int:
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
         if settings.cdc_mode == "notify":
-            row = await (
-                await conn.execute("SELECT count(*), min(created_at) FROM cache_outbox")
-            ).fetchone()
-            backlog, oldest = row if row is not None else (0, None)
-            print(f"mode: notify\noutbox backlog: {backlog}\noldest pending: {oldest or '-'}")
-            return 0
-        status = await slot_status(conn, settings.cdc_slot)
-    if status is None:
-        print(f"slot {settings.cdc_slot}: not created yet (cdc-listener run creates it)")
-        return 0
-    print(
-        f"slot: {status.slot}\n"
-        f"active: {'yes (pid ' + str(status.active_pid) + ')' if status.active else 'no'}\n"
-        f"confirmed lsn: {status.confirmed_lsn or '-'}\n"
-        f"current lsn: {status.current_lsn}\n"
-        f"retained wal bytes: {status.retained_bytes}\n"
-        f"lag bytes: {status.lag_bytes}\n"
-        f"wal status: {status.wal_status}"
-    )
+            backlog, oldest = await outbox_backlog(conn)
+            report: dict[str, object] = {
+                "mode": "notify",
+                "outbox_backlog": backlog,
+                "oldest_pending": None if oldest is None else oldest.isoformat(),
+            }
+        else:
+            status = await slot_status(conn, settings.cdc_slot)
+            report = {"mode": "logical", "slot": settings.cdc_slot, "exists": status is not None}
+            if status is not None:
+                report |= {
+                    "active": status.active,
+                    "active_pid": status.active_pid,
+                    "confirmed_lsn": status.confirmed_lsn,
+                    "current_lsn": status.current_lsn,
+                    "retained_wal_bytes": status.retained_bytes,
+                    "lag_bytes": status.lag_bytes,
+                    "wal_status": status.wal_status,
+                }
+    print(json.dumps(report) if args.json else _human(report))
     return 0
+
+
+def _human(report: dict[str, Any]) -> str:
+    """The status as a few `name: value` lines for a terminal."""
+    if report["mode"] == "notify":
+        lines = {
+            "mode": "notify",
+            "outbox backlog": report["outbox_backlog"],
+            "oldest pending": report["oldest_pending"] or "-",
+        }
+    elif not report["exists"]:
+        return f"slot {report['slot']}: not created yet (cdc-listener run creates it)"
+    else:
+        pid = report["active_pid"]
+        lines = {
+            "slot": report["slot"],
+            "active": f"yes (pid {pid})" if report["active"] else "no",
+            "confirmed lsn": report["confirmed_lsn"] or "-",
+            "current lsn": report["current_lsn"],
+            "retained wal bytes": _bytes(report["retained_wal_bytes"]),
+            "lag bytes": _bytes(report["lag_bytes"]),
+            "wal status": report["wal_status"] or "-",
+        }
+    return "\n".join(f"{name}: {value}" for name, value in lines.items())
+
+
+def _bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    if count < 1024:
+        return str(count)
+    units = ("KiB", "MiB", "GiB", "TiB")
+    size, step = count / 1024, 0
+    while size >= 1024 and step < len(units) - 1:
+        size, step = size / 1024, step + 1
+    return f"{count} ({size:.1f} {units[step]})"
 
 
 async def _drop(settings: ListenerSettings, _: argparse.Namespace) -> int:
@@ -212,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                     formatter_class=argparse.RawDescriptionHelpFormatter,
                 )
             )
+        elif name == "status":
+            sub.add_parser(name, help=help_text).add_argument(
+                "--json", action="store_true", help="one JSON object with stable field names"
+            )
         else:
             sub.add_parser(name, help=help_text)
     args = parser.parse_args(argv)
@@ -220,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"cdc-listener: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_format, settings.log_level)
     if args.command == "check" and args.grace is None:
         args.grace = settings.cdc_check_grace
     command, _ = COMMANDS[args.command]
@@ -230,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             return runner.run(command(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (psycopg.Error, RedisError, ListenerError) as exc:
-        print(f"cdc-listener {args.command}: {exc}", file=sys.stderr)
+    except (psycopg.Error, RedisError, ListenerError, OSError) as exc:
+        # One line, never a connection string's password (psycopg quotes what it parsed).
+        message = redact(" ".join(str(exc).split()))
+        print(f"cdc-listener {args.command}: {message}", file=sys.stderr)
         return 1
 
 

@@ -20,8 +20,10 @@ import psycopg
 from redis.exceptions import RedisError
 
 from cdc_listener.apply import Applier
+from cdc_listener.endpoint import serving
 from cdc_listener.errors import SlotInUse, StreamEnded
 from cdc_listener.logical import LogicalSource
+from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
@@ -36,9 +38,13 @@ _MAX_BACKOFF = 30.0
 
 
 async def run(
-    settings: ListenerSettings, stop: asyncio.Event | None = None, signals: bool = True
+    settings: ListenerSettings,
+    stop: asyncio.Event | None = None,
+    signals: bool = True,
+    metrics: ListenerMetrics | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
+    metrics = metrics or ListenerMetrics(settings.cdc_mode, settings.cdc_slot)
     loop = asyncio.get_running_loop()
     if signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,30 +59,9 @@ async def run(
     publisher = ChangePublisher(
         redis, keys.changes_channel(), with_lsn=settings.cdc_mode == "logical"
     )
-    backoff = 0.5
-    ever_ready = False
     try:
-        while not stop.is_set():
-            source: LogicalSource | NotifySource = (
-                LogicalSource(settings, applier, store, keys, publisher)
-                if settings.cdc_mode == "logical"
-                else NotifySource(settings, applier, publisher)
-            )
-            try:
-                await source.run(stop)
-                ever_ready = True
-                backoff = 0.5
-            except SlotInUse:
-                ever_ready = True  # the server answered: a standby keeps trying
-                log.info("standby: slot %s is held by another listener", settings.cdc_slot)
-                await _sleep(stop, settings.cdc_standby_retry * random.uniform(0.8, 1.2))
-            except RETRYABLE as exc:
-                ever_ready = ever_ready or source.ready
-                if not ever_ready:
-                    raise  # misconfigured or unreachable from the start: say so and exit
-                log.warning("source failed, reconnecting in %.1fs: %s", backoff, exc)
-                await _sleep(stop, backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+        async with serving(settings, metrics):
+            await _follow(settings, stop, applier, publisher, metrics)
     finally:
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -84,6 +69,54 @@ async def run(
         await redis.aclose()
         if pool is not None:
             await pool.close()
+
+
+async def _follow(
+    settings: ListenerSettings,
+    stop: asyncio.Event,
+    applier: Applier,
+    publisher: ChangePublisher,
+    metrics: ListenerMetrics,
+) -> None:
+    """Run a source until `stop`, starting a new one after every retryable failure."""
+    backoff = 0.5
+    ever_ready = False
+    while not stop.is_set():
+        source: LogicalSource | NotifySource = (
+            LogicalSource(
+                settings, applier, applier.store, applier.keys, publisher, metrics=metrics
+            )
+            if settings.cdc_mode == "logical"
+            else NotifySource(settings, applier, publisher, metrics)
+        )
+        try:
+            await _run_source(source, stop, metrics)
+            ever_ready = True
+            backoff = 0.5
+        except SlotInUse:
+            ever_ready = True  # the server answered: a standby keeps trying
+            log.info("standby: slot held by another listener", extra={"slot": settings.cdc_slot})
+            await _sleep(stop, settings.cdc_standby_retry * random.uniform(0.8, 1.2))
+        except RETRYABLE as exc:
+            ever_ready = ever_ready or source.ready
+            if not ever_ready:
+                raise  # misconfigured or unreachable from the start: say so and exit
+            metrics.reconnects += 1
+            log.warning(
+                "source failed, reconnecting",
+                extra={"slot": settings.cdc_slot, "retry_in": round(backoff, 2), "error": str(exc)},
+            )
+            await _sleep(stop, backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+async def _run_source(
+    source: LogicalSource | NotifySource, stop: asyncio.Event, metrics: ListenerMetrics
+) -> None:
+    try:
+        await source.run(stop)
+    finally:
+        metrics.source_lost()  # not ready from the moment the stream is gone
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

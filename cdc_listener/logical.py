@@ -23,6 +23,7 @@ import psycopg
 from cdc_listener.apply import Applier, Batch
 from cdc_listener.changes import RelationCache, RowImages, changes_of
 from cdc_listener.errors import ListenerError
+from cdc_listener.metrics import Applied, ListenerMetrics
 from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.replication import (
@@ -53,6 +54,7 @@ class _Transaction:
     def __init__(self) -> None:
         self.touched = Touched()
         self.images: dict[int, Order | None] = {}
+        self.changes = 0
 
 
 class LogicalSource:
@@ -65,13 +67,17 @@ class LogicalSource:
         store: RedisStore,
         keys: KeySchema,
         publisher: ChangePublisher,
+        *,
+        metrics: ListenerMetrics,
     ) -> None:
         self.settings = settings
         self.applier = applier
         self.publisher = publisher
         self.store = store
         self.keys = keys
+        self.metrics = metrics
         self.confirmed = 0
+        self.pending = 0  # the server's WAL position at start: caught up once confirmed
         self.ready = False
         self._relations = RelationCache()
         self._images = RowImages()
@@ -85,22 +91,22 @@ class LogicalSource:
             created = await ensure_slot(conn, self.settings.cdc_slot)
             row = await (
                 await conn.execute(
-                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots"
-                    " WHERE slot_name = %s",
+                    "SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text"
+                    " FROM pg_replication_slots WHERE slot_name = %s",
                     [self.settings.cdc_slot],
                 )
             ).fetchone()
         if row is not None and row[0] is not None:
             self.confirmed = parse_lsn(row[0])
+            self.pending = parse_lsn(row[1])
         if created:
             # Changes made before the slot existed were never seen: forget the namespace.
             removed = await self.store.flush_matching(
                 self.keys.namespace_pattern(), self.keys.epoch(), self.keys.outlives_flush
             )
             log.warning(
-                "slot created, cache namespace flushed slot=%s keys=%d",
-                self.settings.cdc_slot,
-                removed,
+                "slot created, cache namespace flushed",
+                extra={"slot": self.settings.cdc_slot, "keys": removed},
             )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,10 +115,12 @@ class LogicalSource:
         try:
             await stream.start(self.settings.cdc_slot, self.settings.cdc_publication)
             log.info(
-                "listener ready slot=%s lsn=%s", self.settings.cdc_slot, format_lsn(self.confirmed)
+                "streaming from slot",
+                extra={"slot": self.settings.cdc_slot, "lsn": format_lsn(self.confirmed)},
             )
             self._stream = stream
             self.ready = True
+            self.metrics.source_started(self.pending)
             heartbeat = asyncio.create_task(self._heartbeat())
             try:
                 await self._consume(stop)
@@ -138,7 +146,8 @@ class LogicalSource:
                         "SELECT pg_logical_emit_message(false, 'orders_cache.heartbeat', '')"
                     )
             except psycopg.Error as exc:
-                log.warning("heartbeat failed: %s", exc)  # the stream itself will tell
+                # the stream itself will tell if the server is gone
+                log.warning("heartbeat failed", extra={"error": str(exc)})
 
     async def _consume(self, stop: asyncio.Event) -> None:
         self._batch = Batch()
@@ -186,7 +195,8 @@ class LogicalSource:
             await self._apply(float("inf"))
         await self._report(force=True)
         log.info(
-            "listener stopped slot=%s lsn=%s", self.settings.cdc_slot, format_lsn(self.confirmed)
+            "listener stopped",
+            extra={"slot": self.settings.cdc_slot, "lsn": format_lsn(self.confirmed)},
         )
 
     async def _wait_for_data(self, stop: asyncio.Event) -> memoryview | None:
@@ -215,6 +225,7 @@ class LogicalSource:
         # to every new snapshot by now: its second pass would only repeat the first.
         recent = sent_at - message.commit_time < self._recheck_us
         if txn is not None:
+            self.metrics.received += txn.changes
             max_keys = self.settings.cdc_max_keys
             if (
                 self._batch.commits
@@ -223,6 +234,7 @@ class LogicalSource:
                 # Apply what is held rather than let the merged batch cross the bound and
                 # drop the whole family: the bound is for single huge transactions.
                 await self._apply(time.monotonic())
+            self._batch.changes += txn.changes
             self._batch.add(
                 txn.touched, txn.images, message.end_lsn, pg_time_to_unix(message.commit_time)
             )
@@ -239,6 +251,7 @@ class LogicalSource:
             )
             self._sent = self.confirmed
             self._next_status = now + self.settings.cdc_status_interval
+            self.metrics.confirmed(self.confirmed)
 
     async def _apply(self, now: float) -> None:
         """Apply the held batch and the rechecks due by `now`, merged into as few round trips
@@ -254,9 +267,11 @@ class LogicalSource:
         if not due and not batch.commits:
             return
         self._batch = Batch()
+        sent = Applied()
         for merged in _merge([*repeat, batch], self.settings.cdc_max_keys):
-            await self.applier.apply(merged)
+            sent += await self.applier.apply(merged)
         batch.first_applied(time.time())
+        self.metrics.batch_applied(batch.changes, batch.commits, batch.lag, sent)
         # A batch is announced when its position becomes safe to confirm: after its second
         # pass, so a page refetching on the message cannot read through the visibility gap.
         for done in due:
@@ -275,6 +290,7 @@ class LogicalSource:
             self.confirmed = max(self.confirmed, batch.end_lsn)
 
     def _collect(self, txn: _Transaction, message: Insert | Update | Delete | Truncate) -> None:
+        txn.changes += 1
         refresh = self.settings.cdc_refresh
         if refresh or not self._relations.add_order_update(txn.touched, message):
             for change in changes_of(message, self._relations):

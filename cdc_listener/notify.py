@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from cdc_listener.apply import Applier, Batch
 from cdc_listener.errors import SourceUnavailable
+from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
 from mescache.rules import Change, add_change
@@ -42,11 +44,16 @@ class NotifySource:
     """Drains the outbox on every notify and every poll interval until `stop` is set."""
 
     def __init__(
-        self, settings: ListenerSettings, applier: Applier, publisher: ChangePublisher
+        self,
+        settings: ListenerSettings,
+        applier: Applier,
+        publisher: ChangePublisher,
+        metrics: ListenerMetrics,
     ) -> None:
         self.settings = settings
         self.applier = applier
         self.publisher = publisher
+        self.metrics = metrics
         self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -67,13 +74,15 @@ class NotifySource:
                     " (cdc-listener install-notify) first"
                 )
             await listen_conn.execute(f"LISTEN {CHANNEL}")
-            log.info("listener ready mode=notify channel=%s", CHANNEL)
+            log.info("listening", extra={"mode": "notify", "channel": CHANNEL})
             self.ready = True
+            self.metrics.source_started()
             while not stop.is_set():
                 await self.drain(work_conn)
+                self.metrics.drained()
                 await self._wait(listen_conn, stop)
             await self.drain(work_conn)
-            log.info("listener stopped mode=notify")
+            log.info("listener stopped", extra={"mode": "notify"})
 
     async def _wait(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         stopping = asyncio.ensure_future(stop.wait())
@@ -103,6 +112,7 @@ class NotifySource:
                 ).fetchall()
                 if not rows:
                     return total
+                self.metrics.received += len(rows)
                 batch = Batch()
                 for row in rows:
                     add_change(batch.touched, outbox_change(row[2:]))
@@ -110,10 +120,20 @@ class NotifySource:
                 # The row's time is its transaction's start: the lag reads a little long.
                 batch.oldest_commit = min(row[1] for row in rows).timestamp()
                 batch.bound(self.settings.cdc_max_keys)
-                await self.applier.apply(batch)
+                done = await self.applier.apply(batch)
                 batch.first_applied(time.time())
                 await conn.execute(
                     "DELETE FROM cache_outbox WHERE id = ANY(%s)", [[r[0] for r in rows]]
                 )
+            # Counted once the deletion committed: a failed commit re-applies the rows.
+            self.metrics.batch_applied(len(rows), 0, batch.lag, done)
             await self.publisher.announce(batch)
             total += len(rows)
+
+
+async def outbox_backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, datetime | None]:
+    """How many outbox rows wait, and when the oldest was written."""
+    row = await (
+        await conn.execute("SELECT count(*), min(created_at) FROM cache_outbox")
+    ).fetchone()
+    return (0, None) if row is None else (int(row[0]), row[1])

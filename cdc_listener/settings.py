@@ -55,6 +55,14 @@ class ListenerSettings(CacheSettings):
         "counts as stale, s",
     )
 
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="serve /metrics, /healthz, /readyz here (0: off)"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="address of the metrics port")
+    metrics_poll_interval: float = Field(
+        default=10.0, gt=0, description="how often to read the slot's retained WAL, s"
+    )
+
     @field_validator("cdc_slot", "cdc_publication")
     @classmethod
     def _identifier(cls, value: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 
 from mescache.demo import load_demo_data
+from mescache.logs import redact
 from mescache.migrate import apply_migrations
 
 
@@ -235,9 +236,14 @@ def start_servers(workdir: Path) -> tuple[PostgresServer, RedisServer]:
 def _serve(env: dict[str, str], write_behind: bool) -> int:
     """Run the API and the listener (and the writer in write-behind mode) until one exits
     or we are told to stop."""
+    listener_env = {**env, "METRICS_PORT": env.get("METRICS_PORT") or str(free_port())}
+    print(
+        f"stack: listener metrics on http://127.0.0.1:{listener_env['METRICS_PORT']}/metrics",
+        file=sys.stderr,
+    )
     procs = [
         subprocess.Popen([sys.executable, "-m", "api.main"], env=env),
-        subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=env),
+        subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=listener_env),
     ]
     if write_behind:
         procs.append(subprocess.Popen([sys.executable, "-m", "writer.cli", "run"], env=env))
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args.stack_dir.resolve(), args.demo)
     except (StackError, subprocess.CalledProcessError, psycopg.Error) as exc:
-        print(f"stack: {exc}", file=sys.stderr)
+        print(f"stack: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 

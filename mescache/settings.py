@@ -6,8 +6,13 @@ passes it down: nothing here is a module-level instance.
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
+from typing import Literal
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mescache.logs import LogFormat
 
 
 class CacheSettings(BaseSettings):
@@ -35,6 +40,30 @@ class CacheSettings(BaseSettings):
     redis_timeout: float = Field(
         default=0.25, gt=0, description="socket timeout for Redis calls, s; a slow Redis is down"
     )
+
+    log_format: LogFormat = Field(
+        default="text", description="text (key=value lines) or json (one object per line)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _conninfo(cls, value: str) -> str:
+        # libpq's parse errors quote the text they choke on, which may be a password:
+        # reject a malformed string here with a message that never repeats it.
+        try:
+            conninfo_to_dict(value)
+        except Exception:  # psycopg raises ProgrammingError; any failure means malformed
+            raise ValueError(
+                "not a PostgreSQL connection string (postgresql://user@host:port/db"
+                " or host=... dbname=...)"
+            ) from None
+        return value
 
 
 def describe_settings_error(exc: ValidationError) -> str:

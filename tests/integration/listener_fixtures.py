@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 
 from cdc_listener import daemon
+from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.settings import ListenerSettings
 
 
@@ -37,10 +38,27 @@ class InProcessListener:
         self.settings = settings
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.metrics = ListenerMetrics(settings.cdc_mode, settings.cdc_slot)
+
+    def launch(self) -> asyncio.Task[None]:
+        """Start the daemon without waiting for it to be ready (a standby never is)."""
+        self.task = asyncio.create_task(
+            daemon.run(self.settings, self.stop, signals=False, metrics=self.metrics)
+        )
+        return self.task
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(daemon.run(self.settings, self.stop, signals=False))
-        await wait_ready(self.settings)
+        """Until the daemon reports ready: streaming, and caught up with what was pending
+        (the slot turns active earlier, while it is being created)."""
+        task = self.launch()
+
+        async def ready() -> bool:
+            if task.done():
+                task.result()  # raises what the daemon died of
+                raise AssertionError("the listener stopped before it was ready")
+            return self.metrics.ready
+
+        await eventually(ready, what="listener ready")
 
     async def close(self) -> None:
         self.stop.set()

@@ -1,0 +1,177 @@
+"""The listener's Prometheus metrics and readiness, one registry per daemon.
+
+The consume loop pays integer increments: counters are plain attributes read when
+/metrics is scraped; the lag histogram is observed once per applied batch. The slot's
+retained WAL is polled on an ordinary connection (cdc_listener.endpoint), never asked
+of the replication connection.
+
+Readiness: the listener is ready once it streams from its slot (or, in notify mode,
+listens) and has applied what was pending when it started: every commit up to the WAL
+position current at start-up is confirmed (notify: the outbox was drained once). Until
+then the cache may still hold values changed while no listener ran.
+
+Series (all prefixed ``cdc_listener_``): ``changes_received_total``,
+``changes_applied_total``, ``transactions_applied_total``, ``keys_invalidated_total``,
+``keys_refreshed_total``, ``families_invalidated_total``,
+``commit_apply_lag_seconds``, ``confirmed_lsn``, ``slot_retained_wal_bytes``,
+``slot_lag_bytes``, ``outbox_backlog``, ``reconnects_total``, ``ready``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from cdc_listener.replication import format_lsn
+
+log = logging.getLogger("cdc_listener.metrics")
+
+# From a commit on the server to its Redis work: sub-millisecond when keeping up, seconds
+# while catching up after a restart.
+LAG_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one pass of the applier did to Redis."""
+
+    invalidated: int = 0  # keys deleted (each with its fence moved), flushed keys included
+    refreshed: int = 0  # keys rewritten with the new value
+    families: int = 0  # tag-set families invalidated as a whole
+
+    def __add__(self, other: Applied) -> Applied:
+        return Applied(
+            self.invalidated + other.invalidated,
+            self.refreshed + other.refreshed,
+            self.families + other.families,
+        )
+
+
+class ListenerMetrics:
+    """Counters, gauges and readiness of one listener process."""
+
+    def __init__(self, mode: str, slot: str) -> None:
+        self.mode = mode
+        self.slot = slot
+        self.registry = CollectorRegistry()
+        self.received = 0
+        self.applied = 0
+        self.transactions = 0
+        self.invalidated = 0
+        self.refreshed = 0
+        self.families = 0
+        self.reconnects = 0
+        self.confirmed_lsn = 0
+        self.retained_wal_bytes: int | None = None
+        self.slot_lag_bytes: int | None = None
+        self.outbox_backlog: int | None = None
+        self.streaming = False
+        self.caught_up = False
+        self._pending_lsn = 0
+        self.lag = Histogram(
+            "cdc_listener_commit_apply_lag_seconds",
+            "From the commit on the server (its clock) to the end of the Redis work of the"
+            " batch holding it (this process's clock); one observation per applied batch,"
+            " for its oldest commit",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_ScrapeTime(self))
+
+    @property
+    def ready(self) -> bool:
+        return self.streaming and self.caught_up
+
+    def source_started(self, pending_lsn: int = 0) -> None:
+        """A source streams (or listens); it is caught up once `pending_lsn` is confirmed
+        (notify: once `drained` is called)."""
+        self.streaming = True
+        self._pending_lsn = pending_lsn
+        self.caught_up = False
+
+    def source_lost(self) -> None:
+        self.streaming = False
+        self.caught_up = False
+
+    def confirmed(self, lsn: int) -> None:
+        """The position the server has been told is flushed."""
+        self.confirmed_lsn = lsn
+        if self.streaming and not self.caught_up and lsn >= self._pending_lsn:
+            self.caught_up = True
+            log.info(
+                "listener caught up",
+                extra={"slot": self.slot, "lsn": format_lsn(lsn), "mode": self.mode},
+            )
+
+    def drained(self) -> None:
+        """Notify mode: the outbox held nothing more when last read."""
+        if self.streaming and not self.caught_up:
+            self.caught_up = True
+            log.info("listener caught up", extra={"mode": self.mode})
+
+    def batch_applied(self, changes: int, commits: int, lag: float | None, done: Applied) -> None:
+        """A batch's first pass reached Redis, `lag` seconds after its oldest commit (None:
+        unknown). `done` is what the round trip sent, second passes of earlier batches
+        riding along included."""
+        self.applied += changes
+        self.transactions += commits
+        self.invalidated += done.invalidated
+        self.refreshed += done.refreshed
+        self.families += done.families
+        if lag is not None:
+            self.lag.observe(lag)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ScrapeTime(Collector):
+    """Series whose values live in plain attributes, read when scraped."""
+
+    def __init__(self, metrics: ListenerMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        counters = (
+            ("changes_received", "Row changes received (outbox rows in notify mode)", m.received),
+            ("changes_applied", "Row changes whose Redis work is done", m.applied),
+            ("transactions_applied", "Committed transactions whose Redis work is done",
+             m.transactions),
+            ("keys_invalidated", "Cache keys deleted, their fences moved", m.invalidated),
+            ("keys_refreshed", "Cache keys rewritten with the committed value", m.refreshed),
+            ("families_invalidated", "Tag-set families (status lists, prices) invalidated",
+             m.families),
+            ("reconnects", "Times the source failed and the listener reconnected", m.reconnects),
+        )  # fmt: skip
+        for name, text, value in counters:
+            yield CounterMetricFamily(f"cdc_listener_{name}", text, value=value)
+        yield GaugeMetricFamily(
+            "cdc_listener_confirmed_lsn",
+            "Last WAL position confirmed to the server as applied (logical mode), as a number",
+            value=m.confirmed_lsn,
+        )
+        optional = (
+            ("slot_retained_wal_bytes", "WAL the slot keeps on the server's disk",
+             m.retained_wal_bytes),
+            ("slot_lag_bytes", "WAL written but not yet confirmed by the listener",
+             m.slot_lag_bytes),
+            ("outbox_backlog", "Outbox rows not yet applied (notify mode)", m.outbox_backlog),
+        )  # fmt: skip
+        for name, text, maybe in optional:
+            if maybe is not None:
+                yield GaugeMetricFamily(f"cdc_listener_{name}", text, value=maybe)
+        yield GaugeMetricFamily(
+            "cdc_listener_ready",
+            "1 once streaming and caught up with what was pending at start",
+            value=1 if m.ready else 0,
+        )
