@@ -49,13 +49,18 @@ async def provision_operator_key(pool: Pool, key: SecretStr) -> None:
             async with pool.connection() as conn:
                 info = await apikeys.provision_operator(conn, key.get_secret_value())
         except psycopg.OperationalError as exc:
-            log.warning("cannot store OPERATOR_API_KEY yet, retrying: %s", exc)
+            log.warning(
+                "cannot store OPERATOR_API_KEY yet, retrying",
+                extra={"retry_in": _PROVISION_RETRY, "error": str(exc)},
+            )
             await asyncio.sleep(_PROVISION_RETRY)
             continue
         if info.revoked_at is not None:
-            log.warning("OPERATOR_API_KEY (prefix=%s) was revoked: set a new one", info.prefix)
+            log.warning(
+                "OPERATOR_API_KEY was revoked: set a new one", extra={"key_prefix": info.prefix}
+            )
         else:
-            log.info("operator key from OPERATOR_API_KEY ready prefix=%s", info.prefix)
+            log.info("operator key from OPERATOR_API_KEY ready", extra={"key_prefix": info.prefix})
         return
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from typing import cast
@@ -20,6 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from mescache.errors import RedisNotDurable
 from mescache.keys import KeySchema
+from mescache.logs import configure_logging, redact
 from mescache.pending import GROUP
 from mescache.settings import describe_settings_error
 from mescache.store import make_redis
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"orders-writer: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_format, settings.log_level)
     command, _ = COMMANDS[args.command]
     try:
         return asyncio.run(command(settings))
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orders-writer: refusing to start: {exc}", file=sys.stderr)
         return 1
     except (psycopg.Error, RedisError, WriterError) as exc:
-        print(f"orders-writer {args.command}: {exc}", file=sys.stderr)
+        print(f"orders-writer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from mescache.devstack import RedisServer
-from tests.integration.conftest import api_settings
+from tests.integration.conftest import api_settings, http_client
 from tests.integration.test_redis_down import own_redis  # noqa: F401  # fixture
 
 
@@ -76,16 +76,15 @@ async def test_writes_count_as_database_queries_and_a_fenced_fill_is_told_apart(
 
 async def test_metrics_are_per_app(database_url: str, redis_url: str) -> None:
     apps = [create_app(api_settings(database_url, redis_url)) for _ in range(2)]
-    async with apps[0].router.lifespan_context(apps[0]), apps[1].router.lifespan_context(apps[1]):
-        clients = [
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://api")
-            for a in apps
-        ]
-        await clients[0].get("/orders/dashboard")
-        assert value(await scrape(clients[0]), "orders_api_cache_misses_total") == 1
-        assert value(await scrape(clients[1]), "orders_api_cache_misses_total") == 0
-        for c in clients:
-            await c.aclose()
+    async with (
+        apps[0].router.lifespan_context(apps[0]),
+        apps[1].router.lifespan_context(apps[1]),
+        http_client(apps[0]) as first,
+        http_client(apps[1]) as second,
+    ):
+        assert (await first.get("/orders/dashboard")).status_code == 200
+        assert value(await scrape(first), "orders_api_cache_misses_total") == 1
+        assert value(await scrape(second), "orders_api_cache_misses_total") == 0
 
 
 @pytest.fixture
@@ -93,10 +92,8 @@ async def fragile(database_url: str, own_redis: RedisServer) -> AsyncIterator[ht
     app = create_app(
         api_settings(database_url, own_redis.url(), redis_timeout=0.2, redis_retry_after=30)
     )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield http
+    async with app.router.lifespan_context(app), http_client(app) as http:
+        yield http
 
 
 async def test_redis_stopped_opens_the_circuit_and_readyz_says_degraded(
@@ -123,11 +120,9 @@ async def test_redis_stopped_opens_the_circuit_and_readyz_says_degraded(
 
 async def test_readyz_is_503_while_postgresql_is_unreachable(redis_url: str) -> None:
     unreachable = "postgresql://postgres:s3cret@127.0.0.1:1/mes?connect_timeout=1"
-    app = create_app(api_settings(unreachable, redis_url, pool_min_size=0))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            assert (await http.get("/healthz")).status_code == 200  # alive nonetheless
-            resp = await http.get("/readyz")
+    app = create_app(api_settings(unreachable, redis_url, pool_min_size=0, operator_api_key=None))
+    async with app.router.lifespan_context(app), http_client(app, None) as http:
+        assert (await http.get("/healthz")).status_code == 200  # alive nonetheless
+        resp = await http.get("/readyz")
     assert resp.status_code == 503
     assert resp.json() == {"status": "unavailable", "postgresql": "unreachable", "redis": "ok"}

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from mescache.devstack import free_port
+from tests.integration.conftest import OPERATOR_KEY
 from tests.integration.listener_fixtures import eventually, listener_settings
 from tests.integration.test_cli import cli
 from tests.integration.test_listener import dba, drop_slot
@@ -117,12 +118,14 @@ async def test_api_json_logs_and_access_log_carry_no_password(
         "PORT": str(port),
         "LOG_FORMAT": "json",
         "API_ACCESS_LOG": "true",
+        "OPERATOR_API_KEY": OPERATOR_KEY,
     }
     log = tmp_path / "api.log"
     proc = start("api.main", env, log)
     processes.append(proc)
     await eventually(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), "api ready")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+    auth = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=auth) as http:
         assert (await http.get("/orders/1")).status_code == 200
         assert "orders_api_cache_misses_total 1.0" in (await http.get("/metrics")).text
     proc.send_signal(signal.SIGTERM)
@@ -130,6 +133,7 @@ async def test_api_json_logs_and_access_log_carry_no_password(
     assert proc.wait(20) in (0, -signal.SIGTERM)
 
     lines = json_lines(log)
+    assert OPERATOR_KEY not in log.read_text()
     assert any("GET /orders/1" in str(line["event"]) for line in lines), lines
     assert all({"time", "level", "logger", "event"} <= set(line) for line in lines)
 
