@@ -91,12 +91,12 @@ the three in turn, {rounds} rounds; the table shows medians of the rounds and ea
 the median of the per-round ratios. Non-2xx answers or socket errors in all runs: {errors}.
 """
     bare_why = (
-        "A hit is one Redis GET carrying the whole body: Redis copies it to its socket and "
-        "the worker reads and copies it again, on the same two cores as wrk and the workers, "
-        "and each round trip also waits for the Redis process to be scheduled (see the load "
-        "average above). The bare route does none of that. Closing the gap would take a "
-        "per-process copy of large values revalidated against the key's fence (a small round "
-        "trip instead of the body); not done."
+        "The body itself no longer crosses Redis on a hit (each API process keeps a near copy "
+        "of large values, revalidated against the key's fence), but every hit still makes "
+        "one short Redis round trip to check that fence, which the bare route does not: on "
+        "two cores shared by wrk, the workers and Redis, that round trip waits for the Redis "
+        "process to be scheduled (see the load average above). Serving a copy without the "
+        "check would break the invalidation contract, so the gap is the price of correctness."
     )
     return Section(
         title="1. Read path",
