@@ -18,23 +18,17 @@ import redis.asyncio
 from tests.integration.api_server import ApiProcess
 from tests.integration.conftest import OPERATOR_KEY, MakeClientKey, api_settings
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
-from tests.integration.test_listener import dba, drop_slot, install_notify, order_with_status
+from tests.integration.test_listener import (
+    dba,
+    drop_slot,
+    listener,
+    order_with_status,
+)
+
+__all__ = ["listener"]  # the fixture, in both modes
 
 CHANNEL = "cache:changes"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-
-
-@pytest.fixture(params=["logical", "notify"])
-async def listener(
-    request: pytest.FixtureRequest, database_url: str, redis_url: str
-) -> AsyncIterator[InProcessListener]:
-    if request.param == "notify":
-        install_notify(database_url)
-    running = InProcessListener(listener_settings(database_url, redis_url, cdc_mode=request.param))
-    await running.start()
-    yield running
-    await running.close()
-    drop_slot(database_url, running.settings.cdc_slot)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ catalogue, in both listener modes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
@@ -13,8 +12,14 @@ import pytest
 import redis.asyncio
 
 from tests.integration.conftest import CustomerClient
-from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
-from tests.integration.test_listener import dba, drop_slot, gone, install_notify
+from tests.integration.listener_fixtures import InProcessListener, eventually
+from tests.integration.test_listener import (
+    dba,
+    gone,
+    listener,
+)
+
+__all__ = ["listener"]  # the fixture, in both modes
 
 # In the demo catalogue model i has kind KINDS[i % 6]: 1 and 7 are wedding rings, 2 a
 # pendant, 3 an earring, 6 a ring.
@@ -133,19 +138,6 @@ async def test_an_orders_total_is_its_price_times_the_quantity(client: httpx.Asy
     bad = await client.post("/orders", json={**order, "params": {"size": 40}})
     assert bad.status_code == 422
     assert "does not fit wedding rings" in bad.json()["detail"]
-
-
-@pytest.fixture(params=["logical", "notify"])
-async def listener(
-    request: pytest.FixtureRequest, database_url: str, redis_url: str
-) -> AsyncIterator[InProcessListener]:
-    if request.param == "notify":
-        install_notify(database_url)
-    running = InProcessListener(listener_settings(database_url, redis_url, cdc_mode=request.param))
-    await running.start()
-    yield running
-    await running.close()
-    drop_slot(database_url, running.settings.cdc_slot)
 
 
 PRICES = {
