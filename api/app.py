@@ -29,7 +29,7 @@ from api.nearcache import NearCache
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
-from mescache import reads
+from mescache import heap, reads
 from mescache.db import Pool, make_pool
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
@@ -64,6 +64,18 @@ async def provision_operator_key(pool: Pool, key: SecretStr) -> None:
         return
 
 
+async def _start_provisioning(pool: Pool, cfg: ApiSettings) -> asyncio.Task[None] | None:
+    """Store OPERATOR_API_KEY, if set, before serving, unless the database is down: then
+    the returned task stores it later."""
+    if cfg.operator_api_key is None:
+        return None
+    provisioning = asyncio.create_task(provision_operator_key(pool, cfg.operator_api_key))
+    await asyncio.wait([provisioning], timeout=pool.timeout + 1)
+    if provisioning.done():
+        provisioning.result()  # a schema without api_keys fails the start-up here
+    return provisioning
+
+
 def _key_lookup(pool: Pool) -> Lookup:
     async def lookup(digest: bytes) -> Principal | None:
         async with pool.connection() as conn:
@@ -89,8 +101,10 @@ async def warm_before_serving(
         log.info("warm-up done: %s", report.summary())
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    """The app; settings default to the environment, read when the app starts."""
+def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False) -> FastAPI:
+    """The app; settings default to the environment, read when the app starts.
+    `settle_heap` tunes the garbage collector once started (mescache.heap): for a served
+    process, not for one that embeds the app (tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,16 +153,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         provisioning: asyncio.Task[None] | None = None
         try:
-            if cfg.operator_api_key is not None:
-                provisioning = asyncio.create_task(
-                    provision_operator_key(pool, cfg.operator_api_key)
-                )
-                # Serve once it is stored, unless the database is down: then it lands later.
-                await asyncio.wait([provisioning], timeout=pool.timeout + 1)
-                if provisioning.done():
-                    provisioning.result()  # a schema without api_keys fails the start-up here
+            provisioning = await _start_provisioning(pool, cfg)
             if cfg.warm_on_start:
                 await warm_before_serving(store, keys, pool, cfg)
+            if settle_heap:
+                heap.settle()
             yield
         finally:
             await feed.close()

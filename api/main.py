@@ -15,16 +15,23 @@ import os
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api import keys_cli
+from api.app import create_app
 from api.settings import ApiSettings
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.logs import logging_config
 from mescache.settings import describe_settings_error
 from mescache.store import make_redis
+
+
+def served_app() -> FastAPI:
+    """The factory each uvicorn worker builds its app with."""
+    return create_app(settle_heap=True)
 
 
 async def _check_durable(settings: ApiSettings) -> None:
@@ -49,7 +56,7 @@ def serve() -> int:
             print(f"orders-api: refusing to start in write-behind mode: {exc}", file=sys.stderr)
             return 1
     uvicorn.run(
-        "api.app:create_app",
+        "api.main:served_app",
         factory=True,
         host=settings.host,
         port=settings.port,

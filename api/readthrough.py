@@ -11,6 +11,10 @@
   a hit then asks Redis only whether the value's fence token still stands and sends the
   value again only if it moved, instead of moving the whole body on every request. A near
   copy is never served without that check (see api.nearcache for why it is exact).
+- Concurrent reads of one near-kept key share checks: one is in flight per key, and every
+  read that arrives meanwhile waits for the next, sent once the first returns. A read thus
+  always gets the answer of a check sent after it arrived, as if it had sent its own, and a
+  burst of N reads costs two round trips instead of N.
 
 Hits, misses, fills and the SELECTs they cost are counted in api.metrics (hits and misses
 also feed /stats and the dashboard's hit ratio).
@@ -46,6 +50,15 @@ class Read:
     hit: bool
 
 
+@dataclass(slots=True)
+class _Check:
+    """One near_get round trip, shared by every read of the key that arrived before it was
+    sent (`sent` turns true just before the command goes out)."""
+
+    task: asyncio.Task[bytes | None] | None = None
+    sent: bool = False
+
+
 class ReadThrough:
     """Serves a key from Redis, or fills it from a loader under a lease and a fence."""
 
@@ -70,6 +83,7 @@ class ReadThrough:
         self.single_flight = single_flight
         self.metrics = metrics or ApiMetrics(breaker)
         self._inflight: dict[str, asyncio.Future[Read]] = {}
+        self._checks: dict[str, _Check] = {}  # the newest near check of each key
 
     @property
     def hits(self) -> int:
@@ -118,7 +132,34 @@ class ReadThrough:
         return await self._fill_once(key, ttl, load)
 
     async def _near_get(self, key: CacheKey, counter: Counter | None) -> bytes | None:
-        """The value, from this process if Redis confirms its token, else from Redis."""
+        """The value, from this process if Redis confirms its token, else from Redis; a check
+        not yet sent is joined, else one is queued behind the one in flight."""
+        if counter is not None:  # each read must count itself: no sharing
+            return await self._near_check(key, counter)
+        newest = self._checks.get(key.name)
+        if newest is not None and not newest.sent:
+            assert newest.task is not None
+            return await asyncio.shield(newest.task)
+        check = _Check()
+        ahead = newest.task if newest is not None else None
+        check.task = asyncio.get_running_loop().create_task(self._shared_check(key, check, ahead))
+        check.task.add_done_callback(_retrieve)
+        self._checks[key.name] = check
+        return await asyncio.shield(check.task)
+
+    async def _shared_check(
+        self, key: CacheKey, check: _Check, ahead: asyncio.Task[bytes | None] | None
+    ) -> bytes | None:
+        try:
+            if ahead is not None and not ahead.done():
+                await asyncio.wait([ahead])  # one check in flight per key; its outcome is its own
+            check.sent = True
+            return await self._near_check(key, None)
+        finally:
+            if self._checks.get(key.name) is check:
+                del self._checks[key.name]
+
+    async def _near_check(self, key: CacheKey, counter: Counter | None) -> bytes | None:
         entry = self.near.lookup(key.name)
         started = time.monotonic()
         reply = await self.store.near_get(key, entry.token if entry else b"", counter)
@@ -213,3 +254,9 @@ class ReadThrough:
             if ticket.value is not None or ticket.leased or time.monotonic() >= deadline:
                 return ticket
             await asyncio.sleep(_POLL)
+
+
+def _retrieve(task: asyncio.Task[bytes | None]) -> None:
+    """Mark a shared check's failure as seen: its readers may all have gone away."""
+    if not task.cancelled():
+        task.exception()

@@ -146,7 +146,7 @@ async def _warm(settings: ListenerSettings, _: argparse.Namespace) -> int:
 
 
 async def _run(settings: ListenerSettings, _: argparse.Namespace) -> int:
-    await daemon.run(settings)
+    await daemon.run(settings, settle_heap=True)
     return 0
 
 

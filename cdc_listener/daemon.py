@@ -27,6 +27,7 @@ from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
+from mescache import heap
 from mescache.db import make_pool
 from mescache.keys import KeySchema
 from mescache.store import RedisStore, make_redis
@@ -42,7 +43,11 @@ async def run(
     stop: asyncio.Event | None = None,
     signals: bool = True,
     metrics: ListenerMetrics | None = None,
+    settle_heap: bool = False,
 ) -> None:
+    """Follow the change stream until `stop` (or SIGTERM/SIGINT with `signals`).
+    `settle_heap` tunes the garbage collector once set up (mescache.heap): for the daemon's
+    own process, not for one that embeds it (tests)."""
     stop = stop or asyncio.Event()
     metrics = metrics or ListenerMetrics(settings.cdc_mode, settings.cdc_slot)
     loop = asyncio.get_running_loop()
@@ -59,6 +64,8 @@ async def run(
     publisher = ChangePublisher(
         redis, keys.changes_channel(), with_lsn=settings.cdc_mode == "logical"
     )
+    if settle_heap:
+        heap.settle()
     try:
         async with serving(settings, metrics):
             await _follow(settings, stop, applier, publisher, metrics)
