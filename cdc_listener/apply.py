@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from redis.asyncio.client import Pipeline
-
 from cdc_listener.metrics import Applied
 from cdc_listener.replication import format_lsn
 from mescache import reads
@@ -22,7 +20,7 @@ from mescache.keys import CacheKey, KeySchema
 from mescache.orders import Order, dump_order
 from mescache.rules import Touched
 from mescache.settings import CacheSettings
-from mescache.store import RedisStore, lsn_version
+from mescache.store import Commands, RedisStore, lsn_version
 
 log = logging.getLogger("cdc_listener.apply")
 
@@ -84,12 +82,6 @@ class Batch:
             self.images.clear()
 
 
-async def _execute(pipe: Pipeline) -> None:
-    """Send the pipeline; a failure must still release its connection and commands."""
-    async with pipe:  # its exit resets it
-        await pipe.execute()
-
-
 class Applier:
     """Invalidates (or, for hot keys, refreshes) what a batch touched."""
 
@@ -123,19 +115,14 @@ class Applier:
         if touched.dashboard and self.refresh and self.pool is not None:
             dashboard = await reads.dashboard_json(self.pool)
 
-        pipe = store.redis.pipeline(transaction=False)
+        rows: list[tuple[CacheKey, bytes, str]] = []  # refreshed orders: key, body, version
         stale: list[tuple[str, str, str]] = []
-        refreshed = 0
         order_names = keys.order_names
         for order_id in touched.orders:
             if self.refresh:
                 image, lsn = batch.images.get(order_id, (None, 0))
                 if image is not None:
-                    body = dump_order(image)
-                    await store.queue_refresh(
-                        pipe, keys.order(order_id), body, self.settings.ttl_order, lsn_version(lsn)
-                    )
-                    refreshed += 1
+                    rows.append((keys.order(order_id), dump_order(image), lsn_version(lsn)))
                     continue
             stale.append(order_names(order_id))
         others: list[CacheKey] = []
@@ -145,21 +132,25 @@ class Applier:
             others.append(keys.dashboard())
         others += [keys.probe(p) for p in sorted(touched.probes)]
         stale += [(key.name, key.fence, key.lease) for key in others]
-        await store.queue_invalidate_names(pipe, stale)
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
         families += [keys.price_family_of_material(m) for m in sorted(touched.price_materials)]
         if touched.all_prices:
             # every price is in this tag set, and every price fill is fenced by it
             families.append(keys.all_prices())
-        for family in families:
-            await store.queue_invalidate_family(pipe, family, keys.family_fence(family))
-        if dashboard is not None:
-            await store.queue_refresh(
-                pipe, keys.dashboard(), dashboard, self.settings.ttl_dashboard, None
-            )
-            refreshed += 1
-        await _execute(pipe)
+        ttl_order, ttl_dashboard = self.settings.ttl_order, self.settings.ttl_dashboard
+
+        def queue(cmds: Commands) -> None:
+            for key, body, version in rows:
+                store.queue_refresh(cmds, key, body, ttl_order, version)
+            store.queue_invalidate_names(cmds, stale)
+            for family in families:
+                store.queue_invalidate_family(cmds, family, keys.family_fence(family))
+            if dashboard is not None:
+                store.queue_refresh(cmds, keys.dashboard(), dashboard, ttl_dashboard, None)
+
+        await store.send(queue)
+        refreshed = len(rows) + (dashboard is not None)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "applied",

@@ -73,6 +73,7 @@ async def run(
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        await publisher.close()
         await redis.aclose()
         if pool is not None:
             await pool.close()

@@ -127,7 +127,7 @@ class NotifySource:
                 )
             # Counted once the deletion committed: a failed commit re-applies the rows.
             self.metrics.batch_applied(len(rows), 0, batch.lag, done)
-            await self.publisher.announce(batch)
+            self.publisher.announce(batch)
             total += len(rows)
 
 

@@ -10,6 +10,7 @@ cdc_listener.replication; this module only moves bytes.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -75,13 +76,15 @@ class ReplicationStream:
             f"replication stream ended: {detail or self._pg.get_error_message()}".strip()
         )
 
-    async def read(self, within: float) -> memoryview | None:
-        """The next CopyData body, or None if nothing arrived `within` seconds."""
+    async def read(
+        self, within: float, interrupt: asyncio.Future[Any] | None = None
+    ) -> memoryview | None:
+        """The next CopyData body, or None if nothing arrived `within` seconds or
+        `interrupt` completed first."""
         data = self.read_nowait()
         if data is not None:
             return data
-        if not await self._wait(readable=True, within=within):
-            return None
+        await self._wait(readable=True, within=within, interrupt=interrupt)
         return self.read_nowait()
 
     async def send(self, body: bytes) -> None:
@@ -96,12 +99,20 @@ class ReplicationStream:
         while self._pg.flush() == 1:
             await self._wait(readable=False, within=None)
 
-    async def _wait(self, readable: bool, within: float | None) -> bool:
+    async def _wait(
+        self,
+        readable: bool,
+        within: float | None,
+        interrupt: asyncio.Future[Any] | None = None,
+    ) -> None:
+        """Until the socket is ready, `within` seconds passed or `interrupt` completed.
+        Plain loop callbacks, no wait_for or extra tasks: this runs once or more for every
+        commit, and its cost is a share of the invalidation lag."""
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
         fd = self._pg.socket
 
-        def wake() -> None:
+        def wake(*_: object) -> None:
             if not ready.done():
                 ready.set_result(None)
 
@@ -109,13 +120,17 @@ class ReplicationStream:
             loop.add_reader(fd, wake)
         else:
             loop.add_writer(fd, wake)
+        timer = loop.call_later(within, wake) if within is not None else None
+        if interrupt is not None:
+            interrupt.add_done_callback(wake)
         try:
-            await asyncio.wait_for(ready, within)
-        except TimeoutError:
-            return False
+            await ready
         finally:
             if readable:
                 loop.remove_reader(fd)
             else:
                 loop.remove_writer(fd)
-        return True
+            if timer is not None:
+                timer.cancel()
+            if interrupt is not None:
+                interrupt.remove_done_callback(wake)

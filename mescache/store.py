@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import Pipeline
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
+from redis.typing import EncodableT
 
 from mescache.keys import CacheKey
 
@@ -183,6 +184,18 @@ class FillTicket:
     leased: bool
 
 
+class Commands:
+    """Commands queued for one round trip (RedisStore.send)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[tuple[EncodableT, ...]] = []
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: EncodableT) -> None:
+        self.items.append(("EVALSHA", sha, numkeys, *keys_and_args))
+
+
 def make_redis(url: str, timeout: float, max_connections: int) -> Redis:
     """A client whose calls fail fast: the caller decides what a failure means."""
     pool = BlockingConnectionPool.from_url(
@@ -297,30 +310,76 @@ class RedisStore:
             removed += await self.redis.unlink(*batch)
         return removed
 
-    # Listener side: queued on a pipeline so a whole batch is one round trip.
+    # Listener side: actions are queued, then sent in one round trip (send). Queued as plain
+    # EVALSHA: redis-py's scripts on a pipeline ask SCRIPT EXISTS before every execute, a
+    # second round trip per batch. A Redis that lost the scripts (restart, SCRIPT FLUSH)
+    # answers NoScriptError instead; send loads them and sends the batch again, which its
+    # idempotence allows.
 
-    async def queue_invalidate(self, pipe: Pipeline, *keys: CacheKey) -> None:
-        await self.queue_invalidate_names(pipe, [(k.name, k.fence, k.lease) for k in keys])
+    async def send(self, queue: Callable[[Commands], None]) -> list[Any]:
+        """Queue commands with `queue` and send them in one round trip; their replies.
+        If Redis lost the scripts, load them and send once more: every queued action is
+        idempotent, so those that did run may run again."""
+        commands = Commands()
+        queue(commands)
+        if not commands.items:
+            return []
+        try:
+            return await self._send_once(commands.items)
+        except NoScriptError:
+            for script in (self._invalidate, self._invalidate_family, self._refresh):
+                await self.redis.script_load(script.script)
+            return await self._send_once(commands.items)
 
-    async def queue_invalidate_names(
-        self, pipe: Pipeline, triples: Sequence[tuple[str, str, str]]
+    async def _send_once(self, items: list[tuple[EncodableT, ...]]) -> list[Any]:
+        """Write every command, then read every reply, on one pooled connection. This is
+        what redis-py's pipeline does, without its per-command bookkeeping, which on this
+        path cost about as much again as the round trip itself."""
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        replies: list[Any] = []
+        error: ResponseError | None = None
+        try:
+            await conn.send_packed_command(conn.pack_commands(items), check_health=False)
+            for _ in items:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # the others ran: read their replies too
+                    error = error or exc
+                    replies.append(exc)
+        except BaseException:
+            # A reply left unread would be taken as the next batch's.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        if error is not None:
+            raise error
+        return replies
+
+    def queue_invalidate(self, cmds: Commands, *keys: CacheKey) -> None:
+        self.queue_invalidate_names(cmds, [(k.name, k.fence, k.lease) for k in keys])
+
+    def queue_invalidate_names(
+        self, cmds: Commands, triples: Sequence[tuple[str, str, str]]
     ) -> None:
         """Invalidate keys given as (value, fence, lease) names (KeySchema.order_names)."""
+        sha = self._invalidate.sha
         for start in range(0, len(triples), _INVALIDATE_SLICE):
             names = [
                 name for triple in triples[start : start + _INVALIDATE_SLICE] for name in triple
             ]
-            await self._invalidate(keys=names, args=[FENCE_TTL_MS], client=pipe)
+            cmds.evalsha(sha, len(names), *names, FENCE_TTL_MS)
 
-    async def queue_invalidate_family(self, pipe: Pipeline, family: str, fence: str) -> None:
-        await self._invalidate_family(keys=[family, fence], args=[FENCE_TTL_MS], client=pipe)
+    def queue_invalidate_family(self, cmds: Commands, family: str, fence: str) -> None:
+        cmds.evalsha(self._invalidate_family.sha, 2, family, fence, FENCE_TTL_MS)
 
-    async def queue_refresh(
-        self, pipe: Pipeline, key: CacheKey, value: bytes, ttl_s: float, version: str | None
+    def queue_refresh(
+        self, cmds: Commands, key: CacheKey, value: bytes, ttl_s: float, version: str | None
     ) -> None:
         keys = [key.name, key.fence, key.lease]
         args: list[bytes | str | int] = [value, _ms(ttl_s), FENCE_TTL_MS]
         if version is not None:
             keys.append(version_key(key))
             args.append(version)
-        await self._refresh(keys=keys, args=args, client=pipe)
+        cmds.evalsha(self._refresh.sha, len(keys), *keys, *args)

@@ -102,9 +102,8 @@ async def test_a_key_invalidated_during_the_grace_period_is_not_stale(
     async def listener_catches_up(_: float) -> None:
         async with redis.asyncio.Redis.from_url(redis_url) as r:
             await r.set("order:2", await r.get("order:2") or b"")  # same bytes: not a change
-            pipe = r.pipeline(transaction=False)
-            await RedisStore(r).queue_invalidate(pipe, KeySchema().order(1))
-            await pipe.execute()
+            store = RedisStore(r)
+            await store.send(lambda cmds: store.queue_invalidate(cmds, KeySchema().order(1)))
 
     report = await run_check(database_url, redis_url, sleep=listener_catches_up)
     assert report.suspects == 1

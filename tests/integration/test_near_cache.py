@@ -88,14 +88,12 @@ async def test_a_large_value_filled_elsewhere_is_kept_once_read_with_its_token(
 async def test_an_invalidation_reaches_the_next_read(redis_client: redis.asyncio.Redis) -> None:
     key = KEYS.dashboard()
     api = await _near_copy_of(redis_client, key)
-    pipe = redis_client.pipeline(transaction=False)
-    await RedisStore(redis_client).queue_invalidate(pipe, key)
-    await pipe.execute()
+    store = RedisStore(redis_client)
+    await store.send(lambda cmds: store.queue_invalidate(cmds, key))
     assert (await api.get(key, 60, _const(NEWER))).body == NEWER  # a miss: filled again
     # and a fill by another process reaches it as well
-    pipe = redis_client.pipeline(transaction=False)
-    await RedisStore(redis_client).queue_invalidate(pipe, key)
-    await pipe.execute()
+    store = RedisStore(redis_client)
+    await store.send(lambda cmds: store.queue_invalidate(cmds, key))
     await process(redis_client).get(key, 60, _const(BIG))
     assert await api.get(key, 60, _unexpected) == Read(BIG, hit=True)
 
@@ -106,9 +104,10 @@ async def test_a_family_invalidation_reaches_the_next_read(
     page = KEYS.status_page("new", None, 500)
     api = await _near_copy_of(redis_client, page)
     family = KEYS.status_family("new")
-    pipe = redis_client.pipeline(transaction=False)
-    await RedisStore(redis_client).queue_invalidate_family(pipe, family, KEYS.family_fence(family))
-    await pipe.execute()
+    store = RedisStore(redis_client)
+    await store.send(
+        lambda cmds: store.queue_invalidate_family(cmds, family, KEYS.family_fence(family))
+    )
     await process(redis_client).get(page, 60, _const(NEWER))
     assert (await api.get(page, 60, _unexpected)).body == NEWER
 
@@ -137,9 +136,8 @@ async def test_a_refresh_with_a_newer_version_reaches_the_next_read(
 ) -> None:
     key = KEYS.dashboard()
     api = await _near_copy_of(redis_client, key)
-    pipe = redis_client.pipeline(transaction=False)
-    await RedisStore(redis_client).queue_refresh(pipe, key, NEWER, 60, lsn_version(42))
-    await pipe.execute()
+    store = RedisStore(redis_client)
+    await store.send(lambda cmds: store.queue_refresh(cmds, key, NEWER, 60, lsn_version(42)))
     assert (await api.get(key, 60, _unexpected)).body == NEWER
     await redis_client.set(key.name, b"swapped", keepttl=True)
     assert (await api.get(key, 60, _unexpected)).body == NEWER  # the refresh's value is kept

@@ -59,9 +59,8 @@ async def _held_process(
 
 
 async def _invalidate(client: redis.asyncio.Redis, key: CacheKey) -> None:
-    pipe = client.pipeline(transaction=False)
-    await RedisStore(client).queue_invalidate(pipe, key)
-    await pipe.execute()
+    store = RedisStore(client)
+    await store.send(lambda cmds: store.queue_invalidate(cmds, key))
 
 
 async def test_a_read_never_takes_the_answer_of_a_check_sent_before_it_arrived(

@@ -32,9 +32,9 @@ async def fill_racing(client: redis.asyncio.Redis, family: str) -> tuple[bytes, 
     await computed.wait()
     # The price is in no tag set yet: only the family's fence can stop its fill.
     assert not await client.exists(*PRICE.tags)
-    pipe = client.pipeline(transaction=False)
-    await store.queue_invalidate_family(pipe, family, KEYS.family_fence(family))
-    await pipe.execute()
+    await store.send(
+        lambda cmds: store.queue_invalidate_family(cmds, family, KEYS.family_fence(family))
+    )
     invalidated.set()
     served = await fill
     return served.body, await client.get(PRICE.name)
@@ -77,9 +77,8 @@ async def test_each_family_invalidation_reaches_a_cached_price(
     for family in PRICE.tags:
         await reader(redis_client).get(PRICE, 3600, _const(b"price"))
         assert await redis_client.get(PRICE.name) == b"price"
-        pipe = redis_client.pipeline(transaction=False)
-        await store.queue_invalidate_family(pipe, family, KEYS.family_fence(family))
-        await pipe.execute()
+        fence = KEYS.family_fence(family)
+        await store.send(lambda cmds, f=family, g=fence: store.queue_invalidate_family(cmds, f, g))
         assert await redis_client.get(PRICE.name) is None, family
 
 

@@ -12,7 +12,7 @@ import redis.asyncio
 from api.breaker import RedisBreaker
 from api.readthrough import ReadThrough
 from mescache.keys import KeySchema
-from mescache.store import RedisStore, lsn_version, make_redis
+from mescache.store import Commands, RedisStore, lsn_version, make_redis
 
 KEYS = KeySchema()
 
@@ -37,9 +37,7 @@ async def test_a_fill_that_raced_an_invalidation_is_not_stored(
 
     fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
     await selected.wait()
-    pipe = redis_client.pipeline(transaction=False)
-    await store.queue_invalidate(pipe, key)
-    await pipe.execute()
+    await store.send(lambda cmds: store.queue_invalidate(cmds, key))
     invalidated.set()
 
     served = await fill
@@ -66,10 +64,10 @@ async def test_a_page_fill_that_raced_a_family_invalidation_is_not_stored(
     await selected.wait()
     # The page is not in the tag set yet: only the family's fence can stop its fill.
     assert not await redis_client.smembers(KEYS.status_family("new"))
-    pipe = redis_client.pipeline(transaction=False)
     family = KEYS.status_family("new")
-    await store.queue_invalidate_family(pipe, family, KEYS.family_fence(family))
-    await pipe.execute()
+    await store.send(
+        lambda cmds: store.queue_invalidate_family(cmds, family, KEYS.family_fence(family))
+    )
     invalidated.set()
     await fill
     assert await redis_client.get(page.name) is None
@@ -92,9 +90,7 @@ async def test_a_fill_that_outlived_a_redis_restart_is_not_stored(
 
     fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
     await selected.wait()
-    pipe = redis_client.pipeline(transaction=False)
-    await store.queue_invalidate(pipe, key)
-    await pipe.execute()
+    await store.send(lambda cmds: store.queue_invalidate(cmds, key))
     await redis_client.flushdb()  # what a restart of a Redis without persistence leaves
     if someone_filled_since:
         other = KEYS.order(12)
@@ -118,9 +114,9 @@ async def test_family_invalidation_reaches_every_cached_page(
         await reader(redis_client).get(page, 60, _const(b"page"))
     family = KEYS.status_family("done")
     assert len(await redis_client.smembers(family)) == 3
-    pipe = redis_client.pipeline(transaction=False)
-    await store.queue_invalidate_family(pipe, family, KEYS.family_fence(family))
-    await pipe.execute()
+    await store.send(
+        lambda cmds: store.queue_invalidate_family(cmds, family, KEYS.family_fence(family))
+    )
     for page in pages:
         assert await redis_client.get(page.name) is None
     assert not await redis_client.exists(family)
@@ -183,16 +179,15 @@ async def test_a_refresh_is_never_overwritten_by_an_older_one_or_an_older_fill(
     fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
     await selected.wait()
 
-    pipe = redis_client.pipeline(transaction=False)
-    await store.queue_refresh(pipe, key, b"v2", 60, lsn_version(0x200))
-    await store.queue_refresh(pipe, key, b"v1", 60, lsn_version(0x100))  # a replayed older one
-    await pipe.execute()
+    def queue(cmds: Commands) -> None:
+        store.queue_refresh(cmds, key, b"v2", 60, lsn_version(0x200))
+        store.queue_refresh(cmds, key, b"v1", 60, lsn_version(0x100))  # a replayed older one
+
+    await store.send(queue)
     refreshed.set()
     await fill
     assert await redis_client.get(key.name) == b"v2"
-    pipe = redis_client.pipeline(transaction=False)
-    await store.queue_refresh(pipe, key, b"v3", 60, lsn_version(0x300))
-    await pipe.execute()
+    await store.send(lambda cmds: store.queue_refresh(cmds, key, b"v3", 60, lsn_version(0x300)))
     assert await redis_client.get(key.name) == b"v3"
 
 
@@ -202,12 +197,42 @@ async def test_invalidations_and_refreshes_are_idempotent(
     store = RedisStore(redis_client)
     key = KEYS.order(3)
     for _ in range(2):
-        pipe = redis_client.pipeline(transaction=False)
-        await store.queue_refresh(pipe, key, b"v", 60, lsn_version(5))
-        await store.queue_invalidate(pipe, KEYS.dashboard())
-        await pipe.execute()
+
+        def queue(cmds: Commands) -> None:
+            store.queue_refresh(cmds, key, b"v", 60, lsn_version(5))
+            store.queue_invalidate(cmds, KEYS.dashboard())
+
+        await store.send(queue)
         assert await redis_client.get(key.name) == b"v"
         assert await redis_client.get(KEYS.dashboard().name) is None
+
+
+async def test_a_batch_reaches_a_redis_that_lost_its_scripts(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    """A restarted Redis (or SCRIPT FLUSH) forgets the scripts the listener sends by SHA:
+    the batch is sent again once they are loaded (its actions are idempotent). Otherwise a
+    batch is one round trip: no SCRIPT EXISTS before it."""
+    store = RedisStore(redis_client)
+    key, family = KEYS.order(8), KEYS.status_family("new")
+    for _ in range(2):
+        await redis_client.set(key.name, b"old")
+        await redis_client.set(KEYS.dashboard().name, b"old")
+        await redis_client.script_flush()
+
+        def queue(cmds: Commands) -> None:
+            store.queue_refresh(cmds, KEYS.dashboard(), b"new", 60, None)
+            store.queue_invalidate(cmds, key)
+            store.queue_invalidate_family(cmds, family, KEYS.family_fence(family))
+
+        await store.send(queue)
+        assert await redis_client.get(key.name) is None
+        assert await redis_client.get(KEYS.dashboard().name) == b"new"
+    await redis_client.config_resetstat()
+    await store.send(lambda cmds: store.queue_invalidate(cmds, key))
+    calls = await redis_client.info("commandstats")
+    assert "cmdstat_script|exists" not in calls
+    assert calls["cmdstat_evalsha"]["calls"] == 1
 
 
 def _const(body: bytes):  # type: ignore[no-untyped-def]
