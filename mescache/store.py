@@ -332,9 +332,9 @@ class RedisStore:
             return await self._send_once(commands.items)
 
     async def _send_once(self, items: list[tuple[EncodableT, ...]]) -> list[Any]:
-        """Write every command, then read every reply, on one pooled connection. This is
-        what redis-py's pipeline does, without its per-command bookkeeping, which on this
-        path cost about as much again as the round trip itself."""
+        """Write every command, then read every reply, on one pooled connection: what
+        redis-py's pipeline does, without its per-command bookkeeping (measured here: a
+        one-command batch takes a fifth less time)."""
         pool = self.redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         replies: list[Any] = []
