@@ -58,6 +58,18 @@ async def _held_process(
     return api, store
 
 
+async def _check_in_flight(
+    client: redis.asyncio.Redis, key: CacheKey
+) -> tuple[ReadThrough, HeldStore, asyncio.Task[Read]]:
+    """A held process, and a first read whose check Redis has answered ("token stands")
+    while its reply is held."""
+    api, store = await _held_process(client, key)
+    first = asyncio.create_task(api.get(key, 60, _unexpected))
+    await store.executed.wait()
+    store.executed.clear()
+    return api, store, first
+
+
 async def _invalidate(client: redis.asyncio.Redis, key: CacheKey) -> None:
     store = RedisStore(client)
     await store.send(lambda cmds: store.queue_invalidate(cmds, key))
@@ -67,11 +79,8 @@ async def test_a_read_never_takes_the_answer_of_a_check_sent_before_it_arrived(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     key = KEYS.dashboard()
-    api, store = await _held_process(redis_client, key)
-    first = asyncio.create_task(api.get(key, 60, _unexpected))
-    await store.executed.wait()  # Redis has answered "token stands"; the reply is held
+    api, store, first = await _check_in_flight(redis_client, key)
     await _invalidate(redis_client, key)  # the listener, between that answer and its delivery
-    store.executed.clear()
     second = asyncio.create_task(api.get(key, 60, _const(NEWER)))
     await asyncio.sleep(0.05)
     assert store.checks == 1  # the second read waits for a check of its own
@@ -85,9 +94,7 @@ async def test_reads_arriving_during_a_check_share_the_next_one(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     key = KEYS.dashboard()
-    api, store = await _held_process(redis_client, key)
-    first = asyncio.create_task(api.get(key, 60, _unexpected))
-    await store.executed.wait()
+    api, store, first = await _check_in_flight(redis_client, key)
     waiting = [asyncio.create_task(api.get(key, 60, _unexpected)) for _ in range(50)]
     await asyncio.sleep(0.05)
     store.release.set()
@@ -101,10 +108,7 @@ async def test_reads_sharing_a_check_survive_the_one_that_started_it_going_away(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     key = KEYS.dashboard()
-    api, store = await _held_process(redis_client, key)
-    first = asyncio.create_task(api.get(key, 60, _unexpected))
-    await store.executed.wait()
-    store.executed.clear()
+    api, store, first = await _check_in_flight(redis_client, key)
     second = asyncio.create_task(api.get(key, 60, _unexpected))
     third = asyncio.create_task(api.get(key, 60, _unexpected))
     await asyncio.sleep(0)
@@ -118,9 +122,7 @@ async def test_a_failed_shared_check_sends_each_of_its_reads_to_postgresql(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     key = KEYS.dashboard()
-    api, store = await _held_process(redis_client, key)
-    first = asyncio.create_task(api.get(key, 60, _unexpected))
-    await store.executed.wait()
+    api, store, first = await _check_in_flight(redis_client, key)
     store.fail_next = True  # the connection breaks under the next check
     later = [asyncio.create_task(api.get(key, 60, _const(NEWER))) for _ in range(3)]
     await asyncio.sleep(0.05)
