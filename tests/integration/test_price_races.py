@@ -4,14 +4,12 @@ be fenced out by an invalidation of any of its three families, and by none other
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis.asyncio
 
 from mescache.keys import KeySchema
 from mescache.store import RedisStore
-from tests.integration.test_store_races import reader
+from tests.integration.test_store_races import paused_fill, reader
 
 KEYS = KeySchema()
 PRICE = KEYS.price(5, 2, "size=17.5")
@@ -21,15 +19,7 @@ async def fill_racing(client: redis.asyncio.Redis, family: str) -> tuple[bytes, 
     """A reader computes the price from old rows while `family` is invalidated; returns
     what it served and what Redis holds afterwards."""
     store = RedisStore(client)
-    computed, invalidated = asyncio.Event(), asyncio.Event()
-
-    async def slow_price() -> bytes:
-        computed.set()  # the reader has read the old rows...
-        await invalidated.wait()  # ...and the listener invalidates the family now
-        return b'{"total": "100.00"}'
-
-    fill = asyncio.create_task(reader(client).get(PRICE, 3600, slow_price))
-    await computed.wait()
+    fill, invalidated = await paused_fill(client, PRICE, 3600, b'{"total": "100.00"}')
     # The price is in no tag set yet: only the family's fence can stop its fill.
     assert not await client.exists(*PRICE.tags)
     await store.send(

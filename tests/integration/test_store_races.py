@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio
 
 from api.breaker import RedisBreaker
-from api.readthrough import ReadThrough
-from mescache.keys import KeySchema
+from api.readthrough import Read, ReadThrough
+from mescache.keys import CacheKey, KeySchema
 from mescache.store import Commands, RedisStore, lsn_version, make_redis
 
 KEYS = KeySchema()
@@ -22,21 +22,29 @@ def reader(client: redis.asyncio.Redis, wait: float = 1.0, lease: float = 2.0) -
     return ReadThrough(RedisStore(client), RedisBreaker(1.0), lease=lease, wait=wait)
 
 
+async def paused_fill(
+    client: redis.asyncio.Redis, key: CacheKey, ttl: float, body: bytes
+) -> tuple[asyncio.Task[Read], asyncio.Event]:
+    """A reader's fill of `key`, paused inside its SELECT (its fence already read); setting
+    the returned event lets the SELECT return `body` and the fill try to store it."""
+    selected, resume = asyncio.Event(), asyncio.Event()
+
+    async def slow_select() -> bytes:
+        selected.set()  # the reader has read the old row...
+        await resume.wait()  # ...and the writer commits and the listener acts now
+        return body
+
+    fill = asyncio.create_task(reader(client).get(key, ttl, slow_select))
+    await selected.wait()
+    return fill, resume
+
+
 async def test_a_fill_that_raced_an_invalidation_is_not_stored(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     key = KEYS.order(7)
     store = RedisStore(redis_client)
-    selected = asyncio.Event()
-    invalidated = asyncio.Event()
-
-    async def slow_select() -> bytes:
-        selected.set()  # the reader has read the old row...
-        await invalidated.wait()  # ...and the writer commits and the listener acts now
-        return b'{"status": "new"}'
-
-    fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
-    await selected.wait()
+    fill, invalidated = await paused_fill(redis_client, key, 60, b'{"status": "new"}')
     await store.send(lambda cmds: store.queue_invalidate(cmds, key))
     invalidated.set()
 
@@ -53,15 +61,7 @@ async def test_a_page_fill_that_raced_a_family_invalidation_is_not_stored(
 ) -> None:
     page = KEYS.status_page("new", None, 50)
     store = RedisStore(redis_client)
-    selected, invalidated = asyncio.Event(), asyncio.Event()
-
-    async def slow_select() -> bytes:
-        selected.set()
-        await invalidated.wait()
-        return b"old page"
-
-    fill = asyncio.create_task(reader(redis_client).get(page, 60, slow_select))
-    await selected.wait()
+    fill, invalidated = await paused_fill(redis_client, page, 60, b"old page")
     # The page is not in the tag set yet: only the family's fence can stop its fill.
     assert not await redis_client.smembers(KEYS.status_family("new"))
     family = KEYS.status_family("new")
@@ -81,15 +81,7 @@ async def test_a_fill_that_outlived_a_redis_restart_is_not_stored(
     made while the fill read PostgreSQL: the lost state must not look like the old one."""
     key = KEYS.order(11)
     store = RedisStore(redis_client)
-    selected, restarted = asyncio.Event(), asyncio.Event()
-
-    async def slow_select() -> bytes:
-        selected.set()
-        await restarted.wait()
-        return b'{"status": "new"}'
-
-    fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
-    await selected.wait()
+    fill, restarted = await paused_fill(redis_client, key, 60, b'{"status": "new"}')
     await store.send(lambda cmds: store.queue_invalidate(cmds, key))
     await redis_client.flushdb()  # what a restart of a Redis without persistence leaves
     if someone_filled_since:
@@ -169,15 +161,7 @@ async def test_a_refresh_is_never_overwritten_by_an_older_one_or_an_older_fill(
 ) -> None:
     key = KEYS.order(9)
     store = RedisStore(redis_client)
-    selected, refreshed = asyncio.Event(), asyncio.Event()
-
-    async def slow_select() -> bytes:
-        selected.set()
-        await refreshed.wait()
-        return b"v0 (read before the refresh)"
-
-    fill = asyncio.create_task(reader(redis_client).get(key, 60, slow_select))
-    await selected.wait()
+    fill, refreshed = await paused_fill(redis_client, key, 60, b"v0 (read before the refresh)")
 
     def queue(cmds: Commands) -> None:
         store.queue_refresh(cmds, key, b"v2", 60, lsn_version(0x200))
