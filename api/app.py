@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api import apikeys, page
+from api import apikeys, docs, limits, page
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
 from api.changes import change_feed
@@ -173,9 +173,13 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
         summary="Orders served from Redis, kept right by PostgreSQL's change stream.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by api.docs from pinned, packaged assets, not a CDN
+        redoc_url=None,
     )
     app.include_router(router)
     page.mount(app)
+    docs.mount(app)
+    limits.install(app)
 
     # PoolTimeout is an OperationalError too: no connection could be had in time.
     @app.exception_handler(psycopg.OperationalError)

@@ -13,18 +13,24 @@ order that does not exist and another customer's order give the same 403 (`not_y
 so a client learns nothing about other customers, not even whether an id exists.
 
 Keys are checked against an in-process memory of verified keys (api.keycache): a cached
-read costs no PostgreSQL query for authentication.
+read costs no PostgreSQL query for authentication. Refused keys are counted
+(`orders_api_auth_refused_total{reason}`) and logged, at most one line a second, never with
+the key; a request with a body has its key checked before the body is read (api.limits).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope
 
 from api.apikeys import MAX_KEY_LENGTH, Principal, key_hash
-from api.context import Ctx
+from api.context import AppContext, Ctx
+
+log = logging.getLogger("api.auth")
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -50,24 +56,53 @@ def not_yours(order_id: int) -> HTTPException:
     return forbidden(f"order {order_id} is not an order of this key's customer")
 
 
-async def authenticate(
-    request: Request,
-    ctx: Ctx,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+async def check_authorization(
+    ctx: AppContext, authorization: str | None, scope: Scope
 ) -> Principal:
-    """The principal of the request's bearer key; 401 if there is none or it is not valid."""
-    if credentials is None:
-        if "authorization" in request.headers:
-            raise unauthorized(
-                "the Authorization header must be 'Bearer <api key>'", "invalid_request"
-            )
+    """The principal of an `Authorization` header's bearer key; 401 if there is none or it
+    is not valid. Every refusal is counted, and logged without the key."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    if not authorization:
+        ctx.metrics.keys_refused("missing")
         raise unauthorized("authentication required: send 'Authorization: Bearer <api key>'")
-    key = credentials.credentials
+    if scheme.lower() != "bearer" or not key:
+        _refused(ctx, "malformed", scope)
+        raise unauthorized("the Authorization header must be 'Bearer <api key>'", "invalid_request")
     if len(key) > MAX_KEY_LENGTH:
+        _refused(ctx, "too_long", scope)
         raise unauthorized("invalid or revoked API key", "invalid_token")
     principal = await ctx.auth.verify(key_hash(key))
     if principal is None:
+        _refused(ctx, "unknown", scope)
         raise unauthorized("invalid or revoked API key", "invalid_token")
+    return principal
+
+
+def _refused(ctx: AppContext, reason: str, scope: Scope) -> None:
+    ctx.metrics.keys_refused(reason)
+    if ctx.metrics.refusal_log.admit():
+        client = scope.get("client")
+        log.warning(
+            "api key refused",
+            extra={
+                "reason": reason,
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "client": client[0] if client else None,
+                "suppressed": ctx.metrics.refusal_log.take_suppressed(),
+            },
+        )
+
+
+async def authenticate(
+    request: Request,
+    ctx: Ctx,
+    # Declared for the OpenAPI schema (the Authorize button); the header is read below.
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The principal of the request's bearer key; 401 if there is none or it is not valid."""
+    principal = await check_authorization(ctx, request.headers.get("authorization"), request.scope)
     request.state.principal = principal  # for access logs and metrics: who asked
     return principal
 

@@ -24,6 +24,7 @@ from api.app import create_app
 from api.settings import ApiSettings
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
+from mescache.http_limits import ConnectionLimits, limited_http
 from mescache.logs import logging_config
 from mescache.settings import describe_settings_error
 from mescache.store import make_redis
@@ -62,7 +63,14 @@ def serve() -> int:
         port=settings.port,
         workers=settings.api_workers or os.cpu_count() or 1,
         loop="uvloop",
-        http="httptools",
+        http=limited_http(
+            ConnectionLimits(
+                max_connections=settings.api_max_connections,
+                request_timeout=settings.api_request_timeout,
+                max_header_bytes=settings.api_max_header_bytes,
+            )
+        ),
+        timeout_keep_alive=settings.api_idle_timeout,
         access_log=settings.api_access_log,
         # applied in every worker: one format and one redaction for uvicorn's lines too
         log_config=logging_config(settings.log_format, settings.log_level),

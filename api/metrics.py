@@ -8,11 +8,13 @@ labelled children are bound once here.
 Series (all prefixed ``orders_api_``): ``cache_hits_total``, ``cache_misses_total``,
 ``cache_fills_total{outcome}``, ``cache_fill_duration_seconds``,
 ``db_queries_total{kind}``, ``redis_errors_total``, ``redis_bypassed_reads_total``,
-``redis_circuit_open``.
+``redis_circuit_open``, ``auth_refused_total{reason}`` (requests whose key was missing,
+malformed, too long or unknown/revoked).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Final
 
@@ -53,11 +55,49 @@ class ApiMetrics:
         self.fills_stored = fills.labels("stored")
         self.fills_fenced = fills.labels("fenced")
         self.fills_unleased = fills.labels("unleased")
+        refused = Counter(
+            "orders_api_auth_refused",
+            "Requests refused for their API key, by reason: missing, malformed, too_long,"
+            " unknown (never issued, or revoked)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._refused = {
+            reason: refused.labels(reason)
+            for reason in ("missing", "malformed", "too_long", "unknown")
+        }
+        self.refusal_log = LogThrottle(1.0)
         self.registry.register(_ScrapeTime(self))
+
+    def keys_refused(self, reason: str) -> None:
+        self._refused[reason].inc()
 
     def exposition(self) -> bytes:
         """The text a Prometheus scrape gets."""
         return generate_latest(self.registry)
+
+
+class LogThrottle:
+    """At most one log line per `interval` for one kind of event, counting the rest: a
+    flood of bad requests must not become a flood of log lines."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def admit(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return False
+        self._next = now + self.interval
+        return True
+
+    def take_suppressed(self) -> int:
+        """How many lines were held back since the last one admitted."""
+        count, self._suppressed = self._suppressed, 0
+        return count
 
 
 class _ScrapeTime(Collector):

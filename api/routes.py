@@ -9,6 +9,7 @@ customer and reads only that customer's orders (api.auth).
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, cast
@@ -61,6 +62,11 @@ operator_only = [Depends(require_operator)]
 BIGINT_MAX: Final = 2**63 - 1
 # ids are bigint: a larger one is a client error, not a database error
 OrderId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+# An order's params are copied into every list that shows it (the dashboard among them,
+# refetched by every open page on every change): small, and shallow.
+PARAMS_MAX_BYTES: Final = 4096
+PARAMS_MAX_DEPTH: Final = 8
+SIZE_MAX: Final = Decimal(100)  # mm; no ring is larger, and decimal arithmetic stays exact
 
 
 class NewOrder(BaseModel):
@@ -68,32 +74,64 @@ class NewOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # PostgreSQL text cannot hold NUL: say so here rather than fail in the INSERT.
+    # PostgreSQL text cannot hold NUL nor a lone surrogate: say so here, not in the INSERT.
     customer: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
     model_id: int = Field(ge=1, le=BIGINT_MAX)
     material_id: int = Field(ge=1, le=BIGINT_MAX)
     quantity: int = Field(default=1, ge=1, le=10_000)
     params: dict[str, Any] = Field(
-        default_factory=dict, description="print parameters: size, engraving, ..."
+        default_factory=dict,
+        description=f"print parameters: size, engraving, ...; at most {PARAMS_MAX_BYTES} "
+        f"bytes as JSON, nested at most {PARAMS_MAX_DEPTH} deep",
     )
+
+    @field_validator("customer")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        if not is_storable_text(value):
+            raise ValueError("must be valid Unicode text (no lone surrogates)")
+        return value
 
     @field_validator("params")
     @classmethod
     def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _has_nul(value):
-            raise ValueError("params must not contain the NUL character (\\u0000)")
+        check_params(value)
         return value
 
 
-def _has_nul(value: object) -> bool:
-    """Whether a JSON value holds a NUL character, which jsonb cannot store."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def is_storable_text(text: str) -> bool:
+    """Whether PostgreSQL can store the text: no NUL, and encodable as UTF-8 (a lone
+    surrogate such as "\\ud800" is not)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """ValueError unless the params are storable and within their bounds. Walks the value
+    without recursion: the depth is what is being checked."""
+    stack: list[tuple[object, int]] = [(params, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > PARAMS_MAX_DEPTH:
+                raise ValueError(f"params may be nested at most {PARAMS_MAX_DEPTH} deep")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                stack.append((key, depth))
+                stack.append((item, depth + 1))
+        elif isinstance(value, str) and not is_storable_text(value):
+            raise ValueError(
+                "params must not contain the NUL character (\\u0000) nor lone surrogates"
+            )
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("params must hold finite numbers only")
+    if len(json.dumps(params, separators=(",", ":"))) > PARAMS_MAX_BYTES:
+        raise ValueError(f"params may take at most {PARAMS_MAX_BYTES} bytes as JSON")
 
 
 class OrderStatus(BaseModel):
@@ -300,9 +338,14 @@ def _order_size(params: dict[str, Any]) -> Decimal | None:
         value = Decimal(str(size))
     except ArithmeticError:
         raise HTTPException(422, "params.size must be a number") from None
-    if not value.is_finite() or value <= 0:
-        raise HTTPException(422, "params.size must be a positive number")
+    if not value.is_finite() or not 0 < value <= SIZE_MAX:
+        raise HTTPException(422, f"params.size must be a number above 0 and at most {SIZE_MAX}")
+    if value != value.quantize(_SIZE_PLACES):
+        raise HTTPException(422, "params.size may have at most 4 decimal places")
     return value
+
+
+_SIZE_PLACES: Final = Decimal("0.0001")
 
 
 @router.post(
@@ -368,8 +411,11 @@ async def price(
         Decimal | None,
         Query(
             gt=0,
-            le=100,
+            le=SIZE_MAX,
             allow_inf_nan=False,
+            # bounds the key a size names: 1e-1000000 is small, and a million digits long
+            max_digits=8,
+            decimal_places=4,
             description="inner diameter in mm, for sized kinds (rings); omitted: as modelled",
         ),
     ] = None,

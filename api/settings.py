@@ -52,6 +52,27 @@ class ApiSettings(CacheSettings):
         description="uvicorn worker processes; 0: one per CPU core (as production runs it); "
         "1 serves in this process, with no supervisor",
     )
+    api_max_connections: int = Field(
+        default=500,
+        ge=1,
+        description="open connections per worker process at most; past it a new one is "
+        "answered 503 and closed (each open dashboard holds one for /events)",
+    )
+    api_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request's line, headers and body must arrive within this, s; a "
+        "connection that sends nothing is closed after it too",
+    )
+    api_idle_timeout: int = Field(
+        default=5, ge=1, le=3600, description="an idle keep-alive connection is closed after, s"
+    )
+    api_max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        description="a request's line and headers at most, bytes; larger is answered 431",
+    )
     api_access_log: bool = Field(
         default=False, description="log every request (costs a share of a cache hit's time)"
     )

@@ -5,6 +5,10 @@ uvicorn serves a small Starlette app inside the daemon's own event loop. Signals
 daemon's: SIGTERM must finish the batch in flight and confirm it, not stop uvicorn. The
 socket is bound here, before uvicorn starts, so a port in use is an ordinary OSError with
 a clear message instead of uvicorn exiting the process.
+
+The port is for scrapers and probes, a handful of clients: a few connections at most,
+requests that arrive whole within seconds, small heads, idle connections closed soon
+(mescache.http_limits), so no client can hold the daemon's file descriptors.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import outbox_backlog
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import slot_status
+from mescache.http_limits import ConnectionLimits, limited_http
 
 log = logging.getLogger("cdc_listener.endpoint")
+
+LIMITS = ConnectionLimits(max_connections=32, request_timeout=5.0, max_header_bytes=8192)
+IDLE_TIMEOUT = 5  # s an idle keep-alive connection stays open (a scrape interval is longer)
 
 
 def make_app(metrics: ListenerMetrics) -> Starlette:
@@ -79,7 +87,13 @@ async def serving(settings: ListenerSettings, metrics: ListenerMetrics) -> Async
         return
     sock = socket.create_server((settings.metrics_host, settings.metrics_port))
     config = uvicorn.Config(
-        make_app(metrics), log_config=None, access_log=False, lifespan="off", log_level="warning"
+        make_app(metrics),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        log_level="warning",
+        http=limited_http(LIMITS),
+        timeout_keep_alive=IDLE_TIMEOUT,
     )
     server = _EmbeddedServer(config)
     serve = asyncio.create_task(server.serve(sockets=[sock]))
