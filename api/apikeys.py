@@ -32,6 +32,7 @@ PREFIX_LENGTH: Final = 12  # "mes_" and 8 random characters: 48 bits, enough to 
 MIN_KEY_LENGTH: Final = 32  # for keys chosen by people (OPERATOR_API_KEY); ours are 47
 MAX_KEY_LENGTH: Final = 256  # longer is not a key of ours: refused without a query
 ENV_OPERATOR_LABEL: Final = "OPERATOR_API_KEY"
+MAX_LABEL_LENGTH: Final = 200  # as api_keys.label's CHECK
 
 
 class ApiKeyError(CacheLayerError):
@@ -111,7 +112,27 @@ def check_role(role: str, customer: str | None) -> Role:
         raise BadApiKeyRequest("an operator key acts for no customer: drop --customer")
     if customer is not None and len(customer) > 200:
         raise BadApiKeyRequest("customer names are at most 200 characters")
+    if customer is not None:
+        _check_text(customer, "customer")
     return role
+
+
+def check_label(label: str) -> str:
+    """The label if the api_keys table can hold it."""
+    if len(label) > MAX_LABEL_LENGTH:
+        raise BadApiKeyRequest(f"labels are at most {MAX_LABEL_LENGTH} characters")
+    _check_text(label, "label")
+    return label
+
+
+def _check_text(text: str, what: str) -> None:
+    # Text PostgreSQL can store: no NUL, and UTF-8 (argv may carry undecodable bytes).
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadApiKeyRequest(f"the {what} is not valid UTF-8 text") from None
+    if "\x00" in text:
+        raise BadApiKeyRequest(f"the {what} cannot hold the NUL character")
 
 
 async def verify(conn: AsyncConnection[Any], digest: bytes) -> Principal | None:
@@ -128,6 +149,7 @@ async def create_key(
     conn: AsyncConnection[Any], role: str, customer: str | None = None, label: str = ""
 ) -> NewApiKey:
     checked = check_role(role, customer)
+    check_label(label)
     key = mint_key()
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(

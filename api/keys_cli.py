@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.keys_command == "create":
             apikeys.check_role(args.role, args.customer)  # refuse before connecting
+            apikeys.check_label(args.label)
         return asyncio.run(_run(args, settings))
     except ApiKeyError as exc:
         print(f"{command}: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ import asyncio
 import os
 import sys
 
+import psycopg
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -43,11 +44,37 @@ async def _check_durable(settings: ApiSettings) -> None:
         await redis.aclose()
 
 
+# What the routes read and write: a database without them has not been migrated.
+_REQUIRED_TABLES = ("orders", "models", "materials", "pricing_rules", "api_keys")
+
+
+def _missing_tables(database_url: str) -> list[str] | None:
+    """The tables the API needs that the database lacks; None if it cannot be reached
+    now (the API starts anyway and answers 503 until it can)."""
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
+                [list(_REQUIRED_TABLES)],
+            ).fetchall()
+    except psycopg.OperationalError:
+        return None
+    return [row[0] for row in rows]
+
+
 def serve() -> int:
     try:
         settings = ApiSettings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as exc:
         print(f"orders-api: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
+        return 2
+    missing = _missing_tables(settings.database_url)
+    if missing:
+        print(
+            f"orders-api: the database has no {', '.join(missing)}: apply the migrations "
+            "(python -m mescache.migrate DATABASE_URL)",
+            file=sys.stderr,
+        )
         return 2
     if settings.write_behind:
         # Said here in one line; the app's lifespan checks again for embedded use.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import uvloop
@@ -36,6 +37,7 @@ from mescache.store import RedisStore, make_redis
 from mescache.warm import Outcome, Target, hot_targets, warm_targets
 
 STALE = 3  # exit code of a check that found stale keys
+MAX_SECONDS = 3600.0  # --grace and --timeout: longer is a typo, and past ~1e9 asyncio fails
 
 
 async def _status(settings: ListenerSettings, args: argparse.Namespace) -> int:
@@ -201,11 +203,21 @@ Exit 3 if an invalidation did not arrive within --timeout.
 """
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+def _bounded(
+    kind: type[int] | type[float], high: float, *, zero_ok: bool = False
+) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of `kind` above 0 (or 0 itself, with `zero_ok`)
+    and at most `high`."""
+
     def parse(text: str) -> int | float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        # NaN fails every comparison, so it is refused here along with the infinities.
+        if not (math.isfinite(value) and (value > 0 or (zero_ok and value == 0)) and value <= high):
+            low = "at least 0" if zero_ok else "above 0"
+            raise argparse.ArgumentTypeError(f"must be {low} and at most {high:g}, got {text}")
         return value
 
     return parse
@@ -215,26 +227,33 @@ def _add_check_options(check: argparse.ArgumentParser) -> None:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument(
         "--grace",
-        type=float,
+        type=_bounded(float, MAX_SECONDS, zero_ok=True),
         default=None,
         help="seconds before a differing key is read again (default CDC_CHECK_GRACE)",
     )
     check.add_argument(
-        "--sample", type=_positive(int), metavar="N", help="time N invalidations instead"
+        "--sample", type=_bounded(int, 1_000_000), metavar="N", help="time N invalidations instead"
     )
     check.add_argument(
-        "--rate", type=_positive(float), default=20.0, help="samples per second (default 20)"
+        "--rate", type=_bounded(float, 10_000), default=20.0, help="samples per second (default 20)"
     )
     check.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=_bounded(float, MAX_SECONDS),
         default=5.0,
         help="seconds after which a sample counts as never invalidated (default 5)",
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line and exit 2 (argparse's own adds the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cdc-listener",
         description="Keeps the Redis orders cache right from PostgreSQL's change stream."
         " Settings come from the environment (DATABASE_URL, REDIS_URL, CDC_MODE, ...).",

@@ -6,11 +6,13 @@ passes it down: nothing here is a module-level instance.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 from mescache.logs import LogFormat
 
@@ -64,6 +66,28 @@ class CacheSettings(BaseSettings):
                 " or host=... dbname=...)"
             ) from None
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return check_redis_url(value)
+
+
+_QUOTED = re.compile(r"'[^']*'")
+
+
+def check_redis_url(value: str) -> str:
+    """The URL if redis-py can use it; ValueError with a message that never repeats it."""
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    except ValueError as exc:
+        # redis-py's reasons quote what they choke on (a port, say): keep only the reason.
+        reason = _QUOTED.sub("(...)", str(exc))
+        raise ValueError(
+            f"not a Redis URL (redis://[:password@]host[:port][/db], rediss://..., "
+            f"unix:///path): {reason}"
+        ) from None
+    return value
 
 
 def describe_settings_error(exc: ValidationError) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mescache.settings import CacheSettings
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # as the listener's CDC_SLOT
 
 
 class WriterSettings(CacheSettings):
@@ -45,3 +48,11 @@ class WriterSettings(CacheSettings):
         default="logical", description="how the listener follows PostgreSQL"
     )
     cdc_slot: str = Field(default="orders_cache", description="the listener's slot")
+
+    @field_validator("cdc_slot")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        # The listener refuses any other name: a slot the writer looks for must be one.
+        if not _IDENT.fullmatch(value):
+            raise ValueError("must be a lowercase SQL identifier (a-z, 0-9, _; 63 at most)")
+        return value
