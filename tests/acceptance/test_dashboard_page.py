@@ -254,3 +254,30 @@ def save_screenshot(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(path))
+
+
+def test_the_docs_render_from_this_origin_under_its_policy(
+    browser: WebDriver, database_url: str, redis_url: str
+) -> None:
+    """Swagger UI runs under the page's Content-Security-Policy and loads nothing from
+    elsewhere (the assets ship in a pinned package)."""
+    api = ApiProcess(api_settings(database_url, redis_url))
+    try:
+        browser.get(api.base_url + "/docs")
+        until(
+            lambda: "MES orders API" in browser.find_element(By.CSS_SELECTOR, ".title").text,
+            "Swagger UI shows the API's title",
+            browser,
+        )
+        until(
+            lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"),
+            "Swagger UI lists the operations",
+            browser,
+        )
+        loaded = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert loaded, "the page loaded its assets"
+        assert all(url.startswith(api.base_url + "/") for url in loaded), loaded
+    finally:
+        api.stop()

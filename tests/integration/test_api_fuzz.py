@@ -10,7 +10,8 @@ import pytest
 import redis
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
@@ -87,3 +88,57 @@ def test_the_fuzzing_reached_past_authentication() -> None:
     """Runs after the fuzzing: the operator key opened every handler."""
     succeeded = {label for label, status in SEEN if status < 300}
     assert {"GET /orders/dashboard", "GET /orders", "POST /orders"} <= succeeded, SEEN
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Text with what well-behaved clients never send: lone surrogates, NUL, control characters.
+HOSTILE_TEXT = st.text(st.characters(exclude_categories=()), max_size=12)
+# Deeper than the client side can serialise is covered in test_hostile_input.py.
+DEEP = st.integers(min_value=1, max_value=200).map(_nested)
+HOSTILE_VALUES = st.one_of(
+    HOSTILE_TEXT,
+    DEEP,
+    st.sampled_from(["1e1000000", "1e-1000000", "-0", "1E+2", "17.00000"]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**70), max_value=2**70),
+)
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+
+
+@given(customer=HOSTILE_TEXT, name=HOSTILE_TEXT, value=HOSTILE_VALUES, size=HOSTILE_VALUES)
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_hostile_orders_are_answered_with_a_4xx_or_placed(
+    customer: str, name: str, value: object, size: object
+) -> None:
+    body = {"customer": customer or "x", "model_id": 1, "material_id": 1}
+    body["params"] = {name: value, "size": size}  # type: ignore[assignment]
+    case = schema["/orders"]["POST"].Case(body=body, media_type="application/json")
+    response = case.call(headers=OPERATOR)
+    assert response.status_code in (201, 400, 413, 422), response.text
+    assert response.json()["detail" if response.status_code >= 400 else "id"]
+
+
+@given(size=st.one_of(HOSTILE_TEXT, st.sampled_from(["1e1000000", "1e-1000000", "NaN", "-0"])))
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_hostile_price_sizes_are_answered_with_a_4xx_or_a_price(size: str) -> None:
+    case = schema["/models/{model_id}/price"]["GET"].Case(
+        path_parameters={"model_id": 1}, query={"material": 1, "size": size}
+    )
+    response = case.call(headers=OPERATOR)
+    assert response.status_code in (200, 404, 422), response.text
