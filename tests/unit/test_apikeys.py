@@ -12,7 +12,7 @@ from api.settings import ApiSettings
 
 
 def _settings(**values: object) -> ApiSettings:
-    return ApiSettings(database_url="postgresql://u@h/db", redis_url="y", **values)  # type: ignore[arg-type]
+    return ApiSettings(database_url="postgresql://u@h/db", redis_url="redis://h/0", **values)  # type: ignore[arg-type]
 
 
 def test_minted_keys_are_long_distinct_and_hashed_with_sha256() -> None:
