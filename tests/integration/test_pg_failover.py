@@ -237,7 +237,8 @@ async def test_a_promotion_under_write_load_leaves_nothing_stale(
             assert cached is None or json.loads(cached)["quantity"] == row[0]
         report = await run_check(new_primary, redis_url, grace=1.0)
         assert report.stale == [], report.summary()
-        assert sum(report.checked.values()) > 0
+        if failover_slots:
+            assert sum(report.checked.values()) >= len(SENTINELS)  # they were compared
     finally:
         await load.close()
         await listener.close()
