@@ -6,7 +6,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.apikeys import MAX_KEY_LENGTH, MIN_KEY_LENGTH
-from mescache.settings import CacheSettings
+from mescache.settings import CacheSettings, check_database_url
 
 
 class ApiSettings(CacheSettings):
@@ -139,3 +139,6 @@ class AdminSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     database_url: str = Field(description="PostgreSQL connection string (libpq URL or DSN)")
+
+    # The same rules as every other process: several hosts reach the primary only.
+    _database_url = field_validator("database_url")(check_database_url)

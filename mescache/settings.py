@@ -7,7 +7,7 @@ passes it down: nothing here is a module-level instance.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Final, Literal
 
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
@@ -56,21 +56,66 @@ class CacheSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _conninfo(cls, value: str) -> str:
-        # libpq's parse errors quote the text they choke on, which may be a password:
-        # reject a malformed string here with a message that never repeats it.
-        try:
-            conninfo_to_dict(value)
-        except Exception:  # psycopg raises ProgrammingError; any failure means malformed
-            raise ValueError(
-                "not a PostgreSQL connection string (postgresql://user@host:port/db"
-                " or host=... dbname=...)"
-            ) from None
-        return value
+        return check_database_url(value)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
         return check_redis_url(value)
+
+
+# libpq's target_session_attrs values, and the ones that only ever reach a primary. The
+# cache must read and write the primary: a fill read on a lagging standby would store a row
+# the listener has already invalidated, and the slot lives on the primary.
+_SESSION_ATTRS: Final = frozenset(
+    {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"}
+)
+PRIMARY_ONLY: Final = frozenset({"read-write", "primary"})
+
+
+def check_database_url(value: str) -> str:
+    """`value` if it is a connection string the product can use, else ValueError with a
+    message that never repeats it (libpq's parse errors quote the text they choke on,
+    which may be a password).
+
+    Several hosts (libpq's multi-host form, `postgresql://u@h1:5432,h2:5432/db`) are how
+    every process follows the primary through a failover: libpq tries them in turn and
+    keeps the one that accepts writes. Without `target_session_attrs` such a string gets
+    `target_session_attrs=read-write`; a value that may choose a standby is refused.
+    """
+    try:
+        params = conninfo_to_dict(value)
+    except Exception:  # psycopg raises ProgrammingError; any failure means malformed
+        raise ValueError(
+            "not a PostgreSQL connection string (postgresql://user@host:port/db"
+            " or host=... dbname=...)"
+        ) from None
+    hosts = str(params.get("host") or params.get("hostaddr") or "").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if len(ports) > 1 and len(ports) != len(hosts):
+        raise ValueError(
+            f"names {len(hosts)} hosts but {len(ports)} ports (give one port for all"
+            " or one per host)"
+        )
+    attrs = params.get("target_session_attrs")
+    if attrs is not None and attrs not in _SESSION_ATTRS:
+        raise ValueError(f"target_session_attrs must be one of {', '.join(sorted(_SESSION_ATTRS))}")
+    if attrs is not None and attrs not in PRIMARY_ONLY and (attrs != "any" or len(hosts) > 1):
+        raise ValueError(
+            f"target_session_attrs={attrs} may choose a standby; the cache reads and writes"
+            " the primary: use read-write or primary"
+        )
+    if len(hosts) > 1 and attrs is None:
+        return with_session_attrs(value, "read-write")
+    return value
+
+
+def with_session_attrs(conninfo: str, attrs: str) -> str:
+    """`conninfo` (a URL or a key=value string) asking for `attrs` sessions; a value it
+    already names is replaced (the last one given wins in libpq)."""
+    if "://" not in conninfo:
+        return f"{conninfo} target_session_attrs={attrs}"
+    return f"{conninfo}{'&' if '?' in conninfo else '?'}target_session_attrs={attrs}"
 
 
 _QUOTED = re.compile(r"'[^']*'")

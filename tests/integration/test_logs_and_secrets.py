@@ -162,7 +162,7 @@ def test_cli_output_never_shows_the_password(database_url: str, redis_url: str) 
 def test_status_json_has_stable_fields(database_url: str, redis_url: str) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "CDC_SLOT": "json_slot"}
     missing = json.loads(cli("status", "--json", env=env).stdout)
-    assert missing == {"mode": "logical", "slot": "json_slot", "exists": False}
+    assert missing == {"mode": "logical", "slot": "json_slot", "exists": False, "standbys": []}
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_create_logical_replication_slot('json_slot', 'pgoutput')")
     try:
