@@ -25,8 +25,8 @@ from api.settings import ApiSettings
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.logs import logging_config
+from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
-from mescache.store import make_redis
 
 
 def served_app() -> FastAPI:

@@ -24,7 +24,12 @@ goes past plain commands (check with `is_cluster`):
   connection limit is per node: past it a call fails (``MaxConnectionsError``) instead of
   waiting for a free connection as the single-server and Sentinel pools do;
 - a pipeline is split into one pipeline per node, never atomic across slots; a
-  transaction (MULTI) or a script may touch keys of one hash slot only;
+  transaction (MULTI) or a script may touch keys of one hash slot only; without retries
+  a pipeline that failed on a dead master does not reload the slot map (a plain command
+  does): call `refresh_topology` after such a failure, or every later pipeline goes to
+  the dead node;
+- slot map errors (``SlotNotCoveredError``, ``RedisClusterException``) are no
+  ``RedisError``: catch both;
 - ``SCAN`` (``scan_iter``) walks every primary in turn; ``KEYS``, ``FLUSHDB``, ``INFO`` and
   ``DBSIZE`` go to a default node unless given ``target_nodes``;
 - pub/sub: plain ``PUBLISH`` is broadcast over the cluster bus to every node; sharded
