@@ -34,7 +34,8 @@ from mescache.db import Pool, make_pool
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
 from mescache.pending import PendingWrites
-from mescache.store import RedisStore, make_redis
+from mescache.redisconn import make_redis
+from mescache.store import RedisStore
 from mescache.warm import warm
 
 log = logging.getLogger("api")

@@ -7,6 +7,13 @@ that falls behind loses nothing that matters: its queue is replaced by one ``res
 (refetch everything). After the subscription is lost and regained, every page gets a
 ``resync`` too, since messages published in between are gone (pub/sub keeps nothing).
 
+On a Redis Cluster the subscription is sharded (``SSUBSCRIBE``, on the shard owning the
+channel's slot; cdc_listener.publish sends with ``SPUBLISH``). A failover or slot move of
+that shard ends it, by a broken connection or by the server's ``sunsubscribe``: either
+counts as a lost subscription, the slot map is reloaded and the feed subscribes again on
+the shard's new master. A single Redis and Sentinel use plain ``SUBSCRIBE``; through
+Sentinel a reconnect finds the new master.
+
 The subscription starts with the first page that follows the feed (a process no
 dashboard talks to holds none) and lasts until the process stops. The feed also remembers
 the last announced change, for the invalidation lag in /stats.
@@ -25,13 +32,26 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+
+from mescache.redisconn import (
+    make_subscriber,
+    next_message,
+    open_pubsub,
+    refresh_topology,
+    subscribe,
+)
 
 log = logging.getLogger("api.changes")
 
 _QUEUE_SIZE: Final = 32  # events a page may lag behind before it is told to resync
 _READ_WAIT: Final = 5.0  # how long one read waits; also paces the connection health check
 _MAX_BACKOFF: Final = 10.0
+_ENDED: Final = frozenset({"unsubscribe", "sunsubscribe"})
+
+
+class SubscriptionEnded(RedisError):
+    """The server ended the subscription (a cluster shard failed over or moved)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +150,7 @@ class ChangeFeed:
         while not self._closing:
             try:
                 await self._follow()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 if self._closing:
                     return
                 if self.connected:
@@ -139,21 +159,27 @@ class ChangeFeed:
                 else:
                     log.debug("change feed unavailable: %s", exc)
                 self.connected = False
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await refresh_topology(self.redis)
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def _follow(self) -> None:
-        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(self.channel)
+        async with open_pubsub(self.redis) as pubsub:
+            await subscribe(pubsub, self.channel)
             self.connected = True
             log.info("change feed following channel=%s", self.channel)
             self._broadcast(RESYNC)  # whatever was published while we were away is lost
             while not self._closing:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=_READ_WAIT
-                )
-                if message is not None and message["type"] == "message":
+                message = await next_message(pubsub, _READ_WAIT)
+                if message is None:
+                    continue
+                kind = message["type"]
+                kind = kind.decode() if isinstance(kind, bytes) else kind
+                if kind in {"message", "smessage"}:
                     self._receive(message["data"])
+                elif kind in _ENDED:
+                    raise SubscriptionEnded(f"the server ended the subscription ({kind})")
 
     def _receive(self, raw: bytes) -> None:
         try:
@@ -176,7 +202,4 @@ class ChangeFeed:
 def change_feed(redis_url: str, channel: str, connect_timeout: float) -> ChangeFeed:
     """A feed on a connection of its own: it blocks on reads, so it cannot share the API's
     fail-fast pool."""
-    client = Redis.from_url(
-        redis_url, socket_connect_timeout=max(connect_timeout, 1.0), health_check_interval=30
-    )
-    return ChangeFeed(client, channel)
+    return ChangeFeed(make_subscriber(redis_url, connect_timeout), channel)

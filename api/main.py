@@ -27,8 +27,8 @@ from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.http_limits import ConnectionLimits, limited_http
 from mescache.logs import logging_config
+from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
-from mescache.store import make_redis
 
 
 def served_app() -> FastAPI:

@@ -41,8 +41,9 @@ from mescache.db import make_pool
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
 from mescache.queries import SQL_DIR
+from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
-from mescache.store import RedisStore, make_redis
+from mescache.store import RedisStore
 from mescache.warm import Outcome, Target, hot_targets, warm_targets
 
 STALE = 3  # exit code of a check that found stale keys

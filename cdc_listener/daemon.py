@@ -23,6 +23,7 @@ from cdc_listener.apply import Applier
 from cdc_listener.endpoint import serving
 from cdc_listener.errors import SlotInUse, StreamEnded
 from cdc_listener.logical import LogicalSource
+from cdc_listener.master_watch import MasterWatch
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
 from cdc_listener.publish import ChangePublisher
@@ -30,7 +31,8 @@ from cdc_listener.settings import ListenerSettings
 from mescache import heap
 from mescache.db import make_pool
 from mescache.keys import KeySchema
-from mescache.store import RedisStore, make_redis
+from mescache.redisconn import make_redis
+from mescache.store import RedisStore
 
 log = logging.getLogger("cdc_listener")
 
@@ -66,13 +68,16 @@ async def run(
     )
     if settle_heap:
         heap.settle()
+    watch = MasterWatch(redis, store, keys)  # a new Redis master may have lost writes
     try:
+        await watch.start()
         async with serving(settings, metrics):
             await _follow(settings, stop, applier, publisher, metrics)
     finally:
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        await watch.close()
         await publisher.close()
         await redis.aclose()
         if pool is not None:

@@ -18,6 +18,11 @@ trip that the next commit would queue behind; messages that pile up meanwhile go
 round trip. At most `backlog` wait: past that (Redis very slow) the oldest are dropped
 and counted as failed.
 
+On a Redis Cluster the channel is a sharded one (``SPUBLISH``): the message goes to the
+shard owning the channel's slot only, instead of over the cluster bus to every node as a
+plain ``PUBLISH`` would; the API subscribes with ``SSUBSCRIBE`` (api.changes). A single
+Redis and a Sentinel-managed master use plain ``PUBLISH``.
+
 Message (JSON, one per batch)::
 
     {"orders": [17, 42], "commits": 2, "lsn": "0/1A2B3C8", "lag_ms": 1.7}
@@ -32,16 +37,18 @@ clock skew shows up in the lag.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import deque
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from cdc_listener.apply import Batch
 from cdc_listener.replication import format_lsn
+from mescache.redisconn import is_cluster, refresh_topology
 
 log = logging.getLogger("cdc_listener.publish")
 
@@ -78,6 +85,7 @@ class ChangePublisher:
         self.failures = 0
         self._queue: deque[tuple[bytes, int]] = deque()  # message, batch end LSN
         self._sending: asyncio.Task[None] | None = None
+        self._sharded = is_cluster(redis)
 
     def announce(self, batch: Batch) -> None:
         """Queue the batch's message; it is sent soon, after those queued before it."""
@@ -103,12 +111,18 @@ class ChangePublisher:
                 try:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for message, _ in messages:
-                            pipe.publish(self.channel, message)
+                            if self._sharded:
+                                pipe.spublish(self.channel, message)
+                            else:
+                                pipe.publish(self.channel, message)
                         await pipe.execute()
-                except RedisError as exc:
+                except (RedisError, RedisClusterException) as exc:
                     # Argued in the module docstring: the changes are applied; only the
-                    # nudges are lost.
+                    # nudges are lost. (A cluster's slot map errors are no RedisError.)
                     self._failed(len(messages), messages[-1][1], str(exc))
+                    # A cluster pipeline that failed does not reload the slot map itself.
+                    with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                        await refresh_topology(self.redis)
                 else:
                     self.published += len(messages)
         finally:

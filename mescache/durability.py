@@ -6,6 +6,10 @@ loses those changes on a restart, so the API and the writer refuse to start unle
 append-only file is on, and unless the eviction policy could never evict a key without a
 TTL (the stream and the pending overlays have none).
 
+On a Redis Cluster write-behind is refused: its overlay and stream script touches an
+order's overlay and the one stream of the namespace together, which a cluster allows only
+if every order's keys shared the stream's hash slot (the whole workload on one shard).
+
 `CONFIG GET` is the first source; managed services often rename or disable CONFIG, and
 then `INFO persistence` / `INFO memory` say the same.
 """
@@ -18,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from mescache.errors import RedisNotDurable
+from mescache.redisconn import is_cluster
 
 # Policies that may evict a key without a TTL: a pending write could vanish.
 _UNSAFE_EVICTION = frozenset({"allkeys-lru", "allkeys-lfu", "allkeys-random"})
@@ -47,6 +52,12 @@ def _text(value: object) -> str:
 
 async def require_durable(redis: Redis) -> None:
     """Raise RedisNotDurable with what to change, unless this Redis may hold pending writes."""
+    if is_cluster(redis):
+        raise RedisNotDurable(
+            "write-behind cannot run on a Redis Cluster (its overlay and stream script needs"
+            " them in one hash slot): use a single Redis or Sentinel, or set"
+            " WRITE_BEHIND=false."
+        )
     aof, policy = await _settings(redis)
     if not aof:
         raise RedisNotDurable(

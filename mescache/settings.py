@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
 from mescache.logs import LogFormat
+from mescache.redisconn import BadRedisUrl, parse_redis_url
 
 
 class CacheSettings(BaseSettings):
@@ -122,9 +123,13 @@ _QUOTED = re.compile(r"'[^']*'")
 
 
 def check_redis_url(value: str) -> str:
-    """The URL if redis-py can use it; ValueError with a message that never repeats it."""
+    """The URL if it names a Redis, a cluster or a Sentinel set-up (mescache.redisconn) that
+    redis-py can use; ValueError with a message that never repeats it."""
     try:
-        parse_url(value)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        if parse_redis_url(value).kind == "single":
+            parse_url(value)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    except BadRedisUrl as exc:
+        raise ValueError(str(exc)) from None
     except ValueError as exc:
         # redis-py's reasons quote what they choke on (a port, say): keep only the reason.
         reason = _QUOTED.sub("(...)", str(exc))

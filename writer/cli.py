@@ -21,8 +21,8 @@ from mescache.errors import RedisNotDurable
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
 from mescache.pending import GROUP
+from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
-from mescache.store import make_redis
 from writer.errors import WriterError
 from writer.settings import WriterSettings
 from writer.worker import Writer

@@ -44,7 +44,7 @@ from redis.exceptions import RedisError, ResponseError
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
 from mescache.pending import GROUP, PendingWrites
-from mescache.store import make_redis
+from mescache.redisconn import make_redis
 from writer.apply import (
     Applied,
     Connection,

@@ -99,3 +99,14 @@ async def customer_client(
             return await stack.enter_async_context(http_client(app, key))
 
         yield open_for
+
+
+# Redis Cluster and Sentinel deployments, for the tests that take them.
+from tests.integration.ha_fixtures import (  # noqa: E402
+    cluster_servers,
+    redis_cluster,
+    redis_sentinel,
+    sentinel_servers,
+)
+
+__all__ = ["cluster_servers", "redis_cluster", "redis_sentinel", "sentinel_servers"]
