@@ -160,6 +160,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 heap.settle()
             yield
         finally:
+            await app.state.ctx.cache.close()
             await feed.close()
             if provisioning is not None:
                 provisioning.cancel()

@@ -12,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mescache.keys import check_prefix
 from mescache.logs import LogFormat
 
 
@@ -50,6 +51,11 @@ class CacheSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_prefix(value)
 
     @field_validator("database_url")
     @classmethod
