@@ -102,6 +102,18 @@ async def warm_before_serving(
         log.info("warm-up done: %s", report.summary())
 
 
+async def _shutdown(ctx: AppContext, provisioning: asyncio.Task[None] | None) -> None:
+    """Close what the lifespan opened, the clients last (pending counts still go out)."""
+    await ctx.cache.close()
+    await ctx.feed.close()
+    if provisioning is not None:
+        provisioning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await provisioning
+    await ctx.redis.aclose()
+    await ctx.pool.close()
+
+
 def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False) -> FastAPI:
     """The app; settings default to the environment, read when the app starts.
     `settle_heap` tunes the garbage collector once started (mescache.heap): for a served
@@ -161,13 +173,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 heap.settle()
             yield
         finally:
-            await feed.close()
-            if provisioning is not None:
-                provisioning.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await provisioning
-            await redis.aclose()
-            await pool.close()
+            await _shutdown(app.state.ctx, provisioning)
 
     app = FastAPI(
         title="MES orders API",

@@ -1,16 +1,16 @@
 """A per-process copy of large cached values, each tagged with the fence token under which
 Redis held it, bounded in total bytes (least recently used first out).
 
-Why serving it is safe: every writer of a cached value moves one part of the token (the
-namespace epoch or one of the key's fences: invalidate, family invalidation, refresh,
-flush; a restart that loses the epoch starts it again from the server clock). So while the
-token has not moved, Redis holds a value written under that same token, which is what the
-near copy is. ReadThrough never serves an entry without first asking Redis, in one round
-trip, whether the token still stands and the value still exists (mescache.store
-``near_get``); with Redis down nothing here is served. An entry also lapses no later than
-Redis's copy it was validated against (its PTTL, never extended), so the TTL safety net
-holds; and a value is kept only if its TTL is no longer than a fence's, so an expired fence cannot
-bring an old token back while the copy lives.
+Why serving it is safe: every writer of a cached value moves one part of the token (one of
+the key's fences: invalidate, family invalidation, refresh; a flush, an eviction or a
+restart deletes the fence, and a new one starts from the server clock, never at a value it
+held before: mescache.store). So while the token has not moved, Redis holds a value
+written under that same token, which is what the near copy is. ReadThrough never serves an
+entry without first asking Redis, in one round trip, whether the token still stands and
+the value still exists (mescache.store ``read``); with Redis down nothing here is served.
+An entry also lapses no later than Redis's copy it was validated against (its PTTL, never
+extended), so the TTL safety net holds; and a value is kept only if its TTL is no longer
+than a fence's, so an expired fence cannot bring an old token back while the copy lives.
 
 Two fills under one token (a lease that expired under a slow filler) may each leave their
 own copy; both were read from PostgreSQL after the last invalidation, and the next

@@ -29,13 +29,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from api.breaker import RedisBreaker
+from api.demand import Demand
 from api.metrics import ApiMetrics
 from api.nearcache import NearCache
 from mescache.keys import CacheKey
-from mescache.store import FENCE_TTL_MS, Counter, FillTicket, RedisStore
+from mescache.store import FENCE_TTL_MS, REDIS_FAILURES, Counter, FillTicket, RedisStore
 
 log = logging.getLogger("api.cache")
 
@@ -84,6 +83,7 @@ class ReadThrough:
         self.metrics = metrics or ApiMetrics(breaker)
         self._inflight: dict[str, asyncio.Future[Read]] = {}
         self._checks: dict[str, _Check] = {}  # the newest near check of each key
+        self.demand = Demand(store)
 
     @property
     def hits(self) -> int:
@@ -98,30 +98,36 @@ class ReadThrough:
     async def get(
         self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None = None
     ) -> Read:
-        """The key's value, filled by `load` on a miss; `counter` counts the request in the
-        same round trip as the read."""
-        read = await self._get(key, ttl, load, counter)
+        """The key's value, filled by `load` on a miss; `counter` counts the request once
+        it is known to name something that exists (a valid value, or a load that worked)."""
+        read = await self._get(key, ttl, load)
+        if counter is not None:
+            self.demand.note(counter)
         if read.hit:
             self.metrics.hits += 1
         else:
             self.metrics.misses += 1
         return read
 
+    async def close(self) -> None:
+        """Send the counts still pending (before the Redis client closes)."""
+        await self.demand.close()
+
     async def _load(self, load: Loader) -> bytes:
         self.metrics.db_reads += 1
         return await load()
 
-    async def _get(self, key: CacheKey, ttl: float, load: Loader, counter: Counter | None) -> Read:
+    async def _get(self, key: CacheKey, ttl: float, load: Loader) -> Read:
         if not self.breaker.allow():
             return Read(await self._load(load), hit=False)
         try:
             if self.near.wants(key.name):
-                value = await self._near_get(key, counter)
+                value = await self._near_get(key)
             else:
-                value = await self.store.get(key, counter)
+                value = await self.store.get(key)
                 if value is not None:
                     self.near.note_large(key.name, value)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             self.breaker.failed(exc)
             return Read(await self._load(load), hit=False)
         self.breaker.succeeded()
@@ -131,11 +137,9 @@ class ReadThrough:
             return await self._fill(key, ttl, load)
         return await self._fill_once(key, ttl, load)
 
-    async def _near_get(self, key: CacheKey, counter: Counter | None) -> bytes | None:
+    async def _near_get(self, key: CacheKey) -> bytes | None:
         """The value, from this process if Redis confirms its token, else from Redis; a check
         not yet sent is joined, else one is queued behind the one in flight."""
-        if counter is not None:  # each read must count itself: no sharing
-            return await self._near_check(key, counter)
         newest = self._checks.get(key.name)
         if newest is not None and not newest.sent:
             assert newest.task is not None
@@ -154,15 +158,15 @@ class ReadThrough:
             if ahead is not None and not ahead.done():
                 await asyncio.wait([ahead])  # one check in flight per key; its outcome is its own
             check.sent = True
-            return await self._near_check(key, None)
+            return await self._near_check(key)
         finally:
             if self._checks.get(key.name) is check:
                 del self._checks[key.name]
 
-    async def _near_check(self, key: CacheKey, counter: Counter | None) -> bytes | None:
+    async def _near_check(self, key: CacheKey) -> bytes | None:
         entry = self.near.lookup(key.name)
         started = time.monotonic()
-        reply = await self.store.near_get(key, entry.token if entry else b"", counter)
+        reply = await self.store.read(key, entry.token if entry else b"")
         if entry is not None and reply.unchanged:
             self.near.confirm(key.name, reply.pttl_ms)
             return entry.body
@@ -208,7 +212,7 @@ class ReadThrough:
         token = secrets.token_hex(8)
         try:
             ticket = await self._lead_or_wait(key, token)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             self.breaker.failed(exc)
             return Read(await self._load(load), hit=False)
         if ticket.value is not None:
@@ -226,7 +230,7 @@ class ReadThrough:
         started = time.monotonic()
         try:
             stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             self.breaker.failed(exc)
             return Read(body, hit=False)
         if stored:
@@ -243,7 +247,7 @@ class ReadThrough:
     async def _release(self, key: CacheKey, token: str) -> None:
         try:
             await self.store.release(key, token)
-        except RedisError as exc:
+        except REDIS_FAILURES as exc:
             self.breaker.failed(exc)
 
     async def _lead_or_wait(self, key: CacheKey, token: str) -> FillTicket:

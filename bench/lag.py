@@ -63,7 +63,7 @@ def _step(
     budget = int(per_second * seconds) if per_second else 20_000
     ids = list(range(first_id, first_id + budget))
     client = stack.client()
-    client.mset({f"order:{i}": b"cached" for i in ids})
+    client.mset({f"order:{{{i}}}": b"cached" for i in ids})
     client.close()
     floor = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_consumer", "floor", FLOOR_SLOT],
@@ -83,7 +83,7 @@ def _step(
         acks = dict(ack for result in results for ack in result[0])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if all(f"order:{i}".encode() in events.seen for i in acks):
+            if all(f"order:{{{i}}}".encode() in events.seen for i in acks):
                 break
             time.sleep(0.2)
         seen = dict(events.seen)
@@ -92,9 +92,9 @@ def _step(
     out, _ = floor.communicate(timeout=30)
     arrived = {int(i): float(t) for i, t in (line.split() for line in out.decode().splitlines())}
     lags = [
-        (seen[f"order:{i}".encode()] - at) * 1000
+        (seen[f"order:{{{i}}}".encode()] - at) * 1000
         for i, at in acks.items()
-        if f"order:{i}".encode() in seen
+        if f"order:{{{i}}}".encode() in seen
     ]
     floors = [(arrived[i] - at) * 1000 for i, at in acks.items() if i in arrived]
     return len(acks) / took, lags, floors, len(acks) - len(lags)

@@ -82,7 +82,7 @@ def _measure(stack: Stack, single_flight: bool, seconds: float) -> dict[str, flo
             stop_writer.set()
             writer.join()
             time.sleep(0.5)  # the last change's invalidation and its fill
-            expiries = expired.count.get(b"orders:dashboard", 0)
+            expiries = expired.count.get(b"orders:{dashboard}", 0)
         queries = _dashboard_queries(stack.database_url)
         invalidations = int(client.get(fence) or 0) - fence_before
     finally:

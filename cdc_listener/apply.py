@@ -91,10 +91,10 @@ class Applier:
         keys: KeySchema,
         settings: CacheSettings,
         refresh: bool,
-        pool: Pool | None,
+        pool: Pool,
     ) -> None:
-        if refresh and pool is None:
-            raise ValueError("refreshing the dashboard needs a database pool")
+        if pool is None:
+            raise ValueError("the applier needs a database pool (refresh, the models' ids)")
         self.store = store
         self.keys = keys
         self.settings = settings
@@ -108,11 +108,9 @@ class Applier:
         flushed = 0
         # Whole-table events are rare: their scans run before the batch's pipeline.
         if touched.all_orders:
-            flushed = await store.flush_matching(
-                keys.orders_pattern(), keys.epoch(), keys.outlives_flush
-            )
+            flushed = await store.flush_matching(keys.orders_pattern(), keys.outlives_flush)
         dashboard = None
-        if touched.dashboard and self.refresh and self.pool is not None:
+        if touched.dashboard and self.refresh:
             dashboard = await reads.dashboard_json(self.pool)
 
         rows: list[tuple[CacheKey, bytes, str]] = []  # refreshed orders: key, body, version
@@ -134,10 +132,7 @@ class Applier:
         stale += [(key.name, key.fence, key.lease) for key in others]
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
-        families += [keys.price_family_of_material(m) for m in sorted(touched.price_materials)]
-        if touched.all_prices:
-            # every price is in this tag set, and every price fill is fenced by it
-            families.append(keys.all_prices())
+        families += await self._catalogue_families(touched)
         ttl_order, ttl_dashboard = self.settings.ttl_order, self.settings.ttl_dashboard
 
         def queue(cmds: Commands) -> None:
@@ -162,3 +157,22 @@ class Applier:
                 },
             )
         return Applied(flushed + len(stale), refreshed, len(families))
+
+    async def _catalogue_families(self, touched: Touched) -> list[str]:
+        """The price families a material or pricing rule change moves. Each model keeps
+        them in its own slot, so they move in every model's. The ids are read after the
+        commit: they include every model whose prices could be cached (a deleted model's
+        were made unreachable by its own deletion)."""
+        if not (touched.price_materials or touched.all_prices):
+            return []
+        keys = self.keys
+        families: list[str] = []
+        for model in await reads.model_ids(self.pool):
+            if touched.all_prices:
+                families.append(keys.all_prices(model))
+            else:
+                families += [
+                    keys.price_family_of_material(material, model)
+                    for material in sorted(touched.price_materials)
+                ]
+        return families

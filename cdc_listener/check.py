@@ -2,14 +2,15 @@
 
 In the spirit of cache inspectors that run beside a cache kept by invalidations: the
 checker SCANs the namespace, classifies each name through the key schema (fences, leases,
-tag sets and the epoch are skipped), recomputes each value with the very queries and
+tag sets are skipped), recomputes each value with the very queries and
 serialisers a fill uses (mescache.reads) and compares the bytes.
 
 A value can be stale for a moment for a legitimate reason: the listener has not applied a
 commit yet. So a mismatch is only a *suspect*: after a grace period the key is read again,
-and it is reported stale only if its value, its fence and the namespace's epoch did not
-move meanwhile (nothing invalidated or replaced it) and it still differs from a fresh
-read. A key that expired, was invalidated or was refilled in between is not stale.
+and it is reported stale only if its value, its fences and its token did not move
+meanwhile (nothing invalidated or replaced it) and it still differs from a fresh read. A
+key that expired, was invalidated or was refilled in between is not stale, and neither is
+a family member whose fences moved since its fill: it is never served (mescache.store).
 
 The comparison is table-driven: `RECOMPUTE` holds, for each kind of value the key schema
 knows (mescache.keys.VALUE_KINDS), how to compute its value from PostgreSQL. A kind that
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from mescache import reads
 from mescache.db import Pool
@@ -34,6 +35,7 @@ from mescache.errors import OrderNotFound, PricingError
 from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, KeyRef, KeySchema
 from mescache.pricing import PriceRequest
 from mescache.settings import CacheSettings
+from mescache.store import Observed, RedisStore
 
 # How a kind's value is computed from PostgreSQL now; None: the value should not exist.
 Recompute = Callable[[Pool, CacheSettings, dict[str, str]], Awaitable[bytes | None]]
@@ -114,27 +116,19 @@ class CheckReport:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    """A cached value with what would move if anything invalidated or replaced it."""
-
-    value: bytes | None
-    fences: tuple[bytes | None, ...]
-    epoch: bytes | None
-
-
 class Checker:
     """Compares a namespace's cached values with PostgreSQL."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         pool: Pool,
         keys: KeySchema,
         settings: CacheSettings,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.redis = redis
+        self.store = RedisStore(redis)
         self.pool = pool
         self.keys = keys
         self.settings = settings
@@ -153,17 +147,17 @@ class Checker:
                 report.skipped[ref.kind] += 1
             else:
                 report.skipped[UNKNOWN if ref.key is None else f"{ref.kind} (no comparison)"] += 1
-        suspects: dict[str, tuple[_Seen, bytes | None]] = {}
+        suspects: dict[str, tuple[Observed, bytes | None]] = {}
         names = list(refs)
         for start in range(0, len(names), _CHUNK):
             chunk = names[start : start + _CHUNK]
             seen = await self._observe(chunk, refs)
             truths = await self._recompute(chunk, refs)
             for name, first, truth in zip(chunk, seen, truths, strict=True):
-                if first.value is None:
-                    continue  # expired or invalidated since the scan
+                if first.served is None:
+                    continue  # expired, invalidated or unreachable since the scan
                 report.checked[refs[name].kind] += 1
-                if first.value != truth:
+                if first.served != truth:
                     suspects[name] = (first, truth)
         report.suspects = len(suspects)
         if suspects:
@@ -172,7 +166,10 @@ class Checker:
         return report
 
     async def _confirm(
-        self, suspects: dict[str, tuple[_Seen, bytes | None]], refs: dict[str, KeyRef], grace: float
+        self,
+        suspects: dict[str, tuple[Observed, bytes | None]],
+        refs: dict[str, KeyRef],
+        grace: float,
     ) -> list[StaleKey]:
         """The suspects that nothing touched during `grace` and that still differ."""
         await self._sleep(grace)
@@ -184,31 +181,17 @@ class Checker:
             unmoved = [n for n, seen in zip(chunk, again, strict=True) if seen == suspects[n][0]]
             truths = await self._recompute(unmoved, refs)
             for name, truth in zip(unmoved, truths, strict=True):
-                cached = suspects[name][0].value
+                cached = suspects[name][0].served
                 if cached is not None and cached != truth:
                     stale.append(StaleKey(name, refs[name].kind, describe_diff(cached, truth)))
         return stale
 
-    async def _observe(self, names: list[str], refs: dict[str, KeyRef]) -> list[_Seen]:
-        """Values, every fence of each (a price has three) and the epoch, read in one
-        atomic round trip."""
+    async def _observe(self, names: list[str], refs: dict[str, KeyRef]) -> list[Observed]:
+        """Each value with its fences and token, each key read atomically (in its slot)."""
         if not names:
             return []
-        fences = [_fences_of(refs[n]) for n in names]
-        flat = [fence for group in fences for fence in group]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.mget(names)
-            if flat:
-                pipe.mget(flat)
-            pipe.get(self.keys.epoch())
-            replies = await pipe.execute()
-        values, epoch = replies[0], replies[-1]
-        fence_values: list[bytes | None] = replies[1] if flat else []
-        seen, at = [], 0
-        for value, group in zip(values, fences, strict=True):
-            seen.append(_Seen(value, tuple(fence_values[at : at + len(group)]), epoch))
-            at += len(group)
-        return seen
+        found = [refs[n].key for n in names]
+        return await self.store.observe([k for k in found if k is not None])
 
     async def _recompute(self, names: list[str], refs: dict[str, KeyRef]) -> list[bytes | None]:
         limit = asyncio.Semaphore(4)
@@ -219,10 +202,6 @@ class Checker:
                 return await RECOMPUTE[ref.kind](self.pool, self.settings, ref.params)
 
         return list(await asyncio.gather(*(one(n) for n in names)))
-
-
-def _fences_of(ref: KeyRef) -> tuple[str, ...]:
-    return () if ref.key is None else ref.key.fences
 
 
 def describe_diff(cached: bytes, truth: bytes | None) -> str:

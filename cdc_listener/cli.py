@@ -38,6 +38,7 @@ from cdc_listener.slot import (
     slot_status,
 )
 from mescache.db import make_pool
+from mescache.errors import CacheLayerError
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
 from mescache.queries import SQL_DIR
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             return runner.run(command(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (psycopg.Error, RedisError, ListenerError, OSError) as exc:
+    except (psycopg.Error, RedisError, ListenerError, CacheLayerError, OSError) as exc:
         # One line, never a connection string's password (psycopg quotes what it parsed).
         message = redact(" ".join(str(exc).split()))
         print(f"cdc-listener {args.command}: {message}", file=sys.stderr)

@@ -30,13 +30,14 @@ from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
 from mescache import heap
 from mescache.db import make_pool
+from mescache.engine import require_supported
 from mescache.keys import KeySchema
 from mescache.redisconn import make_redis
-from mescache.store import RedisStore
+from mescache.store import REDIS_FAILURES, RedisStore
 
 log = logging.getLogger("cdc_listener")
 
-RETRYABLE = (psycopg.OperationalError, RedisError, StreamEnded, OSError)
+RETRYABLE = (psycopg.OperationalError, *REDIS_FAILURES, StreamEnded, OSError)
 _MAX_BACKOFF = 30.0
 
 
@@ -59,9 +60,9 @@ async def run(
     redis = make_redis(settings.redis_url, max(settings.redis_timeout, 5.0), 8)
     keys = KeySchema(settings.key_prefix)
     store = RedisStore(redis)
-    pool = make_pool(settings.database_url, 0, 2, "cdc-listener") if settings.cdc_refresh else None
-    if pool is not None:
-        await pool.open(wait=False)
+    # Refresh reads rows, and a material or pricing rule change reads the models' ids.
+    pool = make_pool(settings.database_url, 0, 2, "cdc-listener")
+    await pool.open(wait=False)
     applier = Applier(store, keys, settings, settings.cdc_refresh, pool)
     publisher = ChangePublisher(
         redis, keys.changes_channel(), with_lsn=settings.cdc_mode == "logical"
@@ -70,6 +71,8 @@ async def run(
         heap.settle()
     watch = MasterWatch(redis, store, keys)  # a new Redis master may have lost writes
     try:
+        with contextlib.suppress(RedisError):  # unreachable: the source retries as usual
+            await require_supported(redis)
         await watch.start()
         async with serving(settings, metrics):
             await _follow(settings, stop, applier, publisher, metrics)
@@ -80,8 +83,7 @@ async def run(
         await watch.close()
         await publisher.close()
         await redis.aclose()
-        if pool is not None:
-            await pool.close()
+        await pool.close()
 
 
 async def _follow(

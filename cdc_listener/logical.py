@@ -115,7 +115,7 @@ class LogicalSource:
         if created:
             # Changes made before the slot existed were never seen: forget the namespace.
             removed = await self.store.flush_matching(
-                self.keys.namespace_pattern(), self.keys.epoch(), self.keys.outlives_flush
+                self.keys.namespace_pattern(), self.keys.outlives_flush
             )
             log.warning(
                 "slot created, cache namespace flushed",

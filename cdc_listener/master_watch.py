@@ -11,7 +11,7 @@ replaces with a new random one (a restart without persistence does too). The lis
 keeps the ID it last saw in a mark key in Redis itself and compares it with the master's
 every `WATCH_INTERVAL` seconds and when it starts (before it streams: a flush before
 ready). A different or missing mark means the master may have lost acknowledged writes:
-the namespace is flushed with the listener's usual flush (the epoch moves first, so no
+the namespace is flushed with the listener's usual flush (fences go with the values, so no
 fill that read PostgreSQL before can store afterwards, and every possibly stale value is
 unlinked), then the mark is set to the new ID. On a cluster the ID is that of every
 primary together, so a failover of any shard flushes.
@@ -53,7 +53,7 @@ WATCH_INTERVAL: Final = 1.0
 
 def mark_name(keys: KeySchema) -> str:
     """The key holding the master's replication ID as the listener last saw it."""
-    return f"{keys.epoch()}:master"
+    return keys.master_mark()
 
 
 async def master_identity(redis: Redis) -> str:
@@ -75,9 +75,7 @@ async def settle_master(redis: Redis, store: RedisStore, keys: KeySchema) -> boo
     noted = raw.decode() if isinstance(raw, bytes) else raw
     if noted == identity:
         return False
-    removed = await store.flush_matching(
-        keys.namespace_pattern(), keys.epoch(), keys.outlives_flush
-    )
+    removed = await store.flush_matching(keys.namespace_pattern(), keys.outlives_flush)
     await redis.set(name, identity)
     log.warning(
         "redis master changed or unknown, cache namespace flushed",

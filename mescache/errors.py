@@ -21,6 +21,10 @@ class RedisNotDurable(CacheLayerError):
     """Write-behind needs a Redis that persists every write (appendonly yes)."""
 
 
+class RedisUnsupported(CacheLayerError):
+    """This Redis cannot run the cache's scripts (older than 7.0)."""
+
+
 class MeshError(CacheLayerError):
     """A stored 3D model mesh is malformed."""
 

@@ -1,21 +1,30 @@
 """The key schema: every cache key name is spelled here and nowhere else.
 
-Default names (no prefix): ``orders:dashboard``, ``orders:new``, ``orders:status:{status}``
-(a tag set listing the cached pages of one status), ``orders:status:{status}:page:...``,
-``order:{id}``, and ``price:{model}:{material}:{params}`` (a price computation), which
-registers in three tag sets: ``price:model:{id}``, ``price:material:{id}`` and ``price:all``;
-``probe:{id}`` belongs to a row of the consistency probe table.
+Default names (no prefix); the part in braces is the Redis Cluster *hash tag*, so every
+key one script touches lives in one hash slot, while orders, statuses and models spread
+over the slots:
 
-Every cached value has one or more *fences*: counters that each invalidation or refresh
-increments. A fill reads its fences before its SELECT and stores only if none moved (see
-mescache.store). Pages of a status share their family's fence, so one invalidation fences
-out a page fill that has not registered in the tag set yet; a price is fenced by each of
-its three families, so a change of its model, of its material or of any pricing rule
-fences out a price computed from the old row. A *lease* key lets one reader per key fill
-it while the others wait (stampede control). The namespace's *epoch* is part of every
-fence: flushing the namespace moves it.
+- ``order:{17}`` one order; ``orders:{dashboard}``; ``orders:{new}``;
+- ``orders:{status:new}:page:{start}:{limit}`` a page of one status; the family's tag set
+  ``orders:{status:new}`` lists its pages and its fence ``orders:{status:new}#fence``
+  fences them all;
+- ``price:{model:5}:{material}:{params}`` a price, in three families kept in the model's
+  slot: ``price:{model:5}`` (the model's prices), ``price:{model:5}:material:2`` (its
+  prices in material 2) and ``price:{model:5}:all``. A change of material 2 or of a pricing
+  rule moves that family of every model, so each price stays checkable in one script;
+- ``probe:{3}`` a row of the consistency probe table;
+- ``stats:price-requests`` counts price requests for warm-up, and ``cache:master`` names the
+  Redis master the listener last saw (neither is cache: flushes keep them).
 
-Write-behind (mescache.pending) adds keys that are not cache: ``order:{id}#pending`` (a
+Companions of a value carry its name and a suffix: ``#fence`` (a counter every
+invalidation or refresh moves), ``#lease`` (one filler at a time), ``#version`` (the commit
+position of a refreshed value) and, for a family's member, ``#token`` (the fences it was
+filled under). Why this holds on a Redis that evicts any key at any moment (eviction and
+flushes alike), see mescache.store: a missing fence never equals one read before, and a
+family member is served only while the fences it was filled under stand, so a vanished tag
+set or fence costs a miss, never a stale hit.
+
+Write-behind (mescache.pending) adds keys that are not cache: ``order:{17}#pending`` (a
 status change accepted but not yet settled), the stream ``writes:status`` the writer
 consumes and its dead letters ``writes:status:dead``. A flush of the namespace or of
 ``order:*`` must leave them alone (`outlives_flush`): they hold writes, not copies.
@@ -39,7 +48,6 @@ class CacheKey:
     name: str
     fences: tuple[str, ...]  # every fence a fill must find unmoved (at least one)
     lease: str
-    epoch: str  # the namespace's epoch: a flush moves it, fencing out every fill at once
     tags: tuple[str, ...] = ()  # the families' tag sets the key registers in
 
     @property
@@ -52,6 +60,13 @@ class CacheKey:
         """The key's first family, if it has one."""
         return self.tags[0] if self.tags else None
 
+    @property
+    def token(self) -> str | None:
+        """Where a family member keeps the fences it was filled under: it is served only
+        while they stand (an invalidation of its family never touches the member itself).
+        None for a key of its own fence, which every invalidation deletes."""
+        return f"{self.name}#token" if self.tags else None
+
 
 @dataclass(frozen=True, slots=True)
 class KeyRef:
@@ -63,14 +78,25 @@ class KeyRef:
     key: CacheKey | None = None
 
 
-COMPANION: Final = "companion"  # fences, leases, versions, the epoch: every name with '#'
+COMPANION: Final = "companion"  # fences, leases, versions, tokens: every name with '#'
 TAG_SET: Final = "tag_set"
 KEPT: Final = "kept"  # no copy of PostgreSQL (write-behind's writes, counters): never flushed
 UNKNOWN: Final = "unknown"
-# Names that are bookkeeping, not cached values: the families' tag sets, the counters.
+# Names that are bookkeeping, not cached values: the families' tag sets.
 _BOOKKEEPING: Final = (
-    (TAG_SET, re.compile(r"orders:status:[a-z_]+|price:(model|material):[0-9]+|price:all")),
+    (
+        TAG_SET,
+        re.compile(r"orders:\{status:[a-z_]+\}|price:\{model:[0-9]+\}(:material:[0-9]+|:all)?"),
+    ),
 )
+
+
+def check_prefix(prefix: str) -> str:
+    """A key prefix, refused if it would choose the hash slot itself (braces) or hold
+    characters a SCAN pattern treats specially."""
+    if any(c in prefix for c in "{}*?[]\\"):
+        raise ValueError("KEY_PREFIX must not contain any of { } * ? [ ] \\")
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,43 +112,40 @@ class KeySchema:
             name=full,
             fences=tuple(self.family_fence(f) for f in families or (full,)),
             lease=f"{full}#lease",
-            epoch=self.epoch(),
             tags=families,
         )
-
-    def epoch(self) -> str:
-        return f"{self.prefix}cache#epoch"
 
     def changes_channel(self) -> str:
         """The pub/sub channel announcing each applied batch of changes."""
         return f"{self.prefix}cache:changes"
 
     def dashboard(self) -> CacheKey:
-        return self._key("orders:dashboard")
+        return self._key("orders:{dashboard}")
 
     def new_orders(self) -> CacheKey:
-        return self._key("orders:new")
+        return self._key("orders:{new}")
 
     def order(self, order_id: int) -> CacheKey:
-        return self._key(f"order:{order_id}")
+        return self._key(f"order:{{{order_id}}}")
 
     def order_names(self, order_id: int) -> tuple[str, str, str]:
         """The value, fence and lease names of ``order(order_id)``, without building the
         CacheKey: a catch-up invalidates tens of thousands of orders a second."""
-        name = f"{self.prefix}order:{order_id}"
-        return name, self.family_fence(name), f"{name}#lease"
+        name = f"{self.prefix}order:{{{order_id}}}"
+        return name, f"{name}#fence", f"{name}#lease"
 
     def probe(self, probe_id: int) -> CacheKey:
         """The key a row of the consistency probe table invalidates."""
-        return self._key(f"probe:{probe_id}")
+        return self._key(f"probe:{{{probe_id}}}")
 
     def status_family(self, status: str) -> str:
         """The tag set naming every cached page of one status."""
-        return f"{self.prefix}orders:status:{status}"
+        return f"{self.prefix}orders:{{status:{status}}}"
 
     def status_page(self, status: str, cursor: int | None, limit: int) -> CacheKey:
         start = "first" if cursor is None else str(cursor)
-        return self._key(f"orders:status:{status}:page:{start}:{limit}", self.status_family(status))
+        family = self.status_family(status)
+        return self._key(f"{family[len(self.prefix) :]}:page:{start}:{limit}", family)
 
     def family_fence(self, family: str) -> str:
         """The fence of a key, or of a tag-set family (given its full name)."""
@@ -130,24 +153,32 @@ class KeySchema:
 
     def price_family_of_model(self, model_id: int) -> str:
         """The tag set of every cached price computed with one model."""
-        return f"{self.prefix}price:model:{model_id}"
+        return f"{self.prefix}price:{{model:{model_id}}}"
 
-    def price_family_of_material(self, material_id: int) -> str:
-        """The tag set of every cached price computed with one material."""
-        return f"{self.prefix}price:material:{material_id}"
+    def price_family_of_material(self, material_id: int, model_id: int) -> str:
+        """The tag set of one model's cached prices in one material (every model has its
+        own, in its slot: a material change moves that family of each model)."""
+        return f"{self.price_family_of_model(model_id)}:material:{material_id}"
 
-    def all_prices(self) -> str:
-        """The tag set of every cached price (a pricing rule change touches them all)."""
-        return f"{self.prefix}price:all"
+    def all_prices(self, model_id: int) -> str:
+        """The tag set of one model's cached prices that any pricing rule change touches."""
+        return f"{self.price_family_of_model(model_id)}:all"
 
     def price(self, model_id: int, material_id: int, params: str) -> CacheKey:
         """One price; `params` is the canonical parameter string (mescache.pricing)."""
+        model = self.price_family_of_model(model_id)
         return self._key(
-            f"price:{model_id}:{material_id}:{params}",
-            self.price_family_of_model(model_id),
-            self.price_family_of_material(material_id),
-            self.all_prices(),
+            f"{model[len(self.prefix) :]}:{material_id}:{params}",
+            model,
+            self.price_family_of_material(material_id, model_id),
+            self.all_prices(model_id),
         )
+
+    def master_mark(self) -> str:
+        """The Redis master's replication ID as the listener last saw it (a change means
+        acknowledged writes may be lost: cdc_listener.master_watch). Not cache: a flush
+        keeps it."""
+        return f"{self.prefix}cache:master"
 
     def price_requests(self) -> str:
         """A sorted set counting requests per price (members ``{model}:{material}:{params}``)
@@ -156,14 +187,19 @@ class KeySchema:
 
     def orders_pattern(self) -> str:
         """Every ``order:{id}`` key and its companions."""
-        return f"{self.prefix}order:*"
+        return f"{self.prefix}order:{{*"
 
     def pending(self, order_id: int) -> str:
         """The pending-status overlay of one order (write-behind)."""
-        return f"{self.prefix}order:{order_id}#pending"
+        return f"{self.prefix}order:{{{order_id}}}#pending"
 
     def pending_pattern(self) -> str:
-        return f"{self.prefix}order:*#pending"
+        return f"{self.prefix}order:{{*}}#pending"
+
+    def pending_order(self, name: str) -> int | None:
+        """The order id of a pending overlay's name, or None for any other name."""
+        match = re.fullmatch(r"order:\{([0-9]+)\}#pending", name.removeprefix(self.prefix))
+        return int(match.group(1)) if match and name.startswith(self.prefix) else None
 
     def write_stream(self) -> str:
         """The stream of accepted status changes the writer applies to PostgreSQL."""
@@ -180,6 +216,7 @@ class KeySchema:
             name.endswith("#pending")
             or name.startswith(f"{self.prefix}writes:")
             or name == self.price_requests()
+            or name == self.master_mark()
         )
 
     def namespace_pattern(self) -> str:
@@ -216,18 +253,18 @@ def _page(keys: KeySchema, p: dict[str, str]) -> CacheKey:
 # comparison in cdc_listener.check).
 Builder = Callable[[KeySchema, dict[str, str]], CacheKey]
 VALUE_KINDS: Final[dict[str, tuple[re.Pattern[str], Builder]]] = {
-    "order": (re.compile(r"order:(?P<id>[0-9]+)"), lambda k, p: k.order(int(p["id"]))),
-    "dashboard": (re.compile(r"orders:dashboard"), lambda k, _: k.dashboard()),
-    "new_orders": (re.compile(r"orders:new"), lambda k, _: k.new_orders()),
+    "order": (re.compile(r"order:\{(?P<id>[0-9]+)\}"), lambda k, p: k.order(int(p["id"]))),
+    "dashboard": (re.compile(r"orders:\{dashboard\}"), lambda k, _: k.dashboard()),
+    "new_orders": (re.compile(r"orders:\{new\}"), lambda k, _: k.new_orders()),
     "status_page": (
         re.compile(
-            r"orders:status:(?P<status>[a-z_]+):page:(?P<start>first|[0-9]+):(?P<limit>[0-9]+)"
+            r"orders:\{status:(?P<status>[a-z_]+)\}:page:(?P<start>first|[0-9]+):(?P<limit>[0-9]+)"
         ),
         _page,
     ),
     "price": (
-        re.compile(r"price:(?P<model>[0-9]+):(?P<material>[0-9]+):(?P<params>.+)"),
+        re.compile(r"price:\{model:(?P<model>[0-9]+)\}:(?P<material>[0-9]+):(?P<params>.+)"),
         lambda k, p: k.price(int(p["model"]), int(p["material"]), p["params"]),
     ),
-    "probe": (re.compile(r"probe:(?P<id>[0-9]+)"), lambda k, p: k.probe(int(p["id"]))),
+    "probe": (re.compile(r"probe:\{(?P<id>[0-9]+)\}"), lambda k, p: k.probe(int(p["id"]))),
 }

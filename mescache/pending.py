@@ -191,12 +191,11 @@ class PendingWrites:
     async def sealed_overlays(self) -> list[Overlay]:
         """Every sealed overlay (the writer re-queues them for settling at start-up)."""
         found: list[Overlay] = []
-        prefix_len = len(self.keys.pending(0)) - len("0#pending")
         async for name in self.redis.scan_iter(match=self.keys.pending_pattern(), count=1000):
-            order_id = _text(name)[prefix_len:].removesuffix("#pending")
-            if not order_id.isdigit():
+            order_id = self.keys.pending_order(_text(name))
+            if order_id is None:
                 continue
-            overlay = await self.overlay(int(order_id))
+            overlay = await self.overlay(order_id)
             if overlay is not None and overlay.sealed:
                 found.append(overlay)
         return found

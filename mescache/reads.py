@@ -32,6 +32,13 @@ async def order_json(pool: Pool, order_id: int) -> bytes:
     return dump_order(rows[0])
 
 
+async def model_ids(pool: Pool) -> list[int]:
+    """Every model's id (the listener moves price families model by model)."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query("model_ids"))).fetchall()
+    return [int(row[0]) for row in rows]
+
+
 async def dashboard_json(pool: Pool) -> bytes:
     return dump_list(await _rows(pool, "dashboard", {}))
 

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
+from mescache.keys import check_prefix
 from mescache.logs import LogFormat
 from mescache.redisconn import BadRedisUrl, parse_redis_url
 
@@ -53,6 +54,11 @@ class CacheSettings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return check_prefix(value)
 
     @field_validator("database_url")
     @classmethod

@@ -1,19 +1,42 @@
 """The fenced Redis store: cache-aside fills that cannot store stale data, and the
 idempotent invalidations and refreshes the listener sends.
 
-Every operation is one Lua script, so each is atomic on the server:
+Every operation is one Lua script whose keys share one hash slot (mescache.keys), so each
+is atomic on the server and runs unchanged on a single Redis, behind Sentinel or on Redis
+Cluster:
 
-- ``begin_fill``: the value if present; otherwise the key's fence and, for one caller at a
-  time, a short lease to fill it (the others wait: stampede control).
-- ``finish_fill``: stores only if the fences still hold the values read before the SELECT,
-  so an invalidation that landed during the SELECT wins (the stale-set race). A key of
-  several families (a price: its model, its material, all prices) is fenced by each.
-- ``near_get``: for a value a process keeps in memory (api.nearcache), whether the token
-  it holds still stands: a short reply if so, else the value with its current token.
+- ``begin_fill``: the value if present (and, for a family member, still valid); otherwise
+  the key's fences and, for one caller at a time, a short lease to fill it (the others
+  wait: stampede control).
+- ``finish_fill``: stores only if every fence still holds the value read before the
+  SELECT, so an invalidation that landed during the SELECT wins (the stale-set race). A
+  key of several families (a price: its model, its material, all prices) is fenced by each.
+- ``read``: a value with its token (the fences it stands under), or only "unchanged" when
+  the caller already holds that token (api.nearcache keeps large values in process).
 - ``release``: a fill that failed (the row does not exist) gives its lease back.
 - ``invalidate`` / ``invalidate_family``: delete and move the fence.
 - ``refresh``: write a value the listener computed, move the fence so no older fill can
   overwrite it, and, for values carrying a commit position, refuse an older position.
+
+Why it holds on a Redis that evicts any key at any moment (``maxmemory`` with any policy),
+or loses keys to a restart or a flush:
+- A value that vanishes is a miss.
+- A fence that vanishes never compares equal to one read before: a fill whose fence is
+  missing at its finish stores nothing, and a fence created anew (by a fill's begin or an
+  invalidation) starts at the server clock in nanoseconds, past any value that name held
+  before (it moved at most once per invalidation, far fewer than one per nanosecond).
+- A family's members are never found through its tag set for correctness: a member keeps
+  the fences it was filled under in ``#token`` and is served only while they stand, so an
+  invalidation that moves the family fence makes every member unreachable at once, whether
+  or not the tag set (which only frees their memory early) survived. A missing token is a
+  miss. A key of its own fence is deleted by each invalidation and needs no token.
+- A lease that vanishes lets a second fill run; both are fenced.
+- A refresh whose commit position (``#version``) vanished invalidates instead of writing:
+  it cannot tell whether the value it would overwrite is newer.
+- Invalidations run with ``allow-oom``: on a full ``noeviction`` Redis they still delete
+  (fills are refused meanwhile, and the API reads from PostgreSQL).
+So no namespace-wide key is needed: a flush deletes every key, fences included (twice
+over, see `flush_matching`), which works slot by slot on a cluster.
 
 All listener-side scripts are idempotent: replaying them (at-least-once delivery) leaves
 the same state or moves a counter that only serves as a fence.
@@ -23,67 +46,101 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, TypeAlias, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
-from redis.retry import Retry
+from redis.asyncio import Redis, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.typing import EncodableT
 
 from mescache.keys import CacheKey
+from mescache.redisconn import refresh_topology
+
+AnyRedis: TypeAlias = Redis | RedisCluster
+# What a failing Redis raises: on a cluster also slot-map errors (SlotNotCoveredError and
+# the like), which are no RedisError.
+REDIS_FAILURES: Final = (RedisError, RedisClusterException)
 
 # A fence outlives any fill by far; it expires only so that idle keys leave no residue.
 FENCE_TTL_MS: Final = 86_400_000
 
-# A missing epoch starts at the server's clock in microseconds, never at 0: after a Redis
-# restart without persistence every fence is gone, and a fill that read PostgreSQL before
-# the restart must not match the empty state it finds afterwards (an invalidation may have
-# happened in between and been lost with the restart). The value is an integer, so a flush
-# can INCR it.
-_EPOCH_OR_START = """
-local function epoch_of(name)
-  local e = redis.call('GET', name)
-  if e then return e end
+# The server clock in nanoseconds (microseconds and three zeros), as text: Lua numbers are
+# doubles and would round it. INCR still reads it as a 64-bit integer.
+_CLOCK = """
+local function clock()
   local t = redis.call('TIME')
-  e = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('SET', name, e)
-  return e
+  return t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
 end
 """
 
-# A fill's fence is the namespace's epoch and every fence of the key, read together:
-# KEYS = value, lease, epoch, fence...
-_BEGIN_FILL = (
-    _EPOCH_OR_START
+# Reads the fences KEYS[first..last] joined by ':'; a missing one is created from the clock
+# (`create`) or makes the whole token nil.
+_FENCES = (
+    _CLOCK
     + """
+local function fences(first, last, create, ttl)
+  local g = {}
+  for i = first, last do
+    local f = redis.call('GET', KEYS[i])
+    if not f then
+      if not create then return nil end
+      f = clock()
+      redis.call('SET', KEYS[i], f, 'PX', ttl)
+    end
+    g[#g + 1] = f
+  end
+  return table.concat(g, ':')
+end
+"""
+)
+
+# Moves a fence: +1, or the clock when it vanished (never back to a value read before).
+_BUMP = (
+    _CLOCK
+    + """
+local function bump(name, ttl)
+  if redis.call('EXISTS', name) == 1 then redis.call('INCR', name)
+  else redis.call('SET', name, clock()) end
+  redis.call('PEXPIRE', name, ttl)
+end
+"""
+)
+
+# KEYS = value, lease, ARGV[3] fences, then the token (family members only);
+# ARGV = lease ms, the lease holder's token, the number of fences, how long a fence created
+# here lives (a fill's span: a request for something that does not exist leaves nothing
+# behind for long; a fill outliving it is refused). Replies: {1, value} | {0, token, 0/1}.
+_BEGIN_FILL = (
+    _FENCES
+    + """
+local last = 2 + tonumber(ARGV[3])
+local g = fences(3, last, true, ARGV[4])
 local v = redis.call('GET', KEYS[1])
-if v then return {1, v} end
-local g = epoch_of(KEYS[3])
-for i = 4, #KEYS do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
+if v then
+  if #KEYS == last or redis.call('GET', KEYS[#KEYS]) == g then return {1, v} end
+  redis.call('DEL', KEYS[1], KEYS[#KEYS])  -- filled under fences that moved since
+end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
 return {0, g, 0}
 """
 )
 
-# KEYS = epoch: a flush moves it (and starts it from the clock if a restart lost it).
-_MOVE_EPOCH = (
-    _EPOCH_OR_START
+# KEYS = value, lease, ARGV[5] fences, the token if ARGV[6] == '1', then the tag sets to
+# register in; ARGV = value, TTL ms, the fence token read by begin_fill, the lease holder's
+# token, the number of fences, whether a token is kept, the fence TTL. A moved or vanished
+# fence refuses; a stored value's fences live as long as fences do.
+_FINISH_FILL = (
+    _FENCES
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-return epoch_of(KEYS[1])
-"""
-)
-
-# KEYS = value, lease, epoch, ARGV[5] fences, then the tag sets to register in. A single
-# moved fence (the key's, or any of its families') refuses the store.
-_FINISH_FILL = """
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-local last = 3 + tonumber(ARGV[5])
-local g = redis.call('GET', KEYS[3]) or '0'
-for i = 4, last do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
-if g ~= ARGV[3] then return 0 end
+local last = 2 + tonumber(ARGV[5])
+if fences(3, last, false) ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 3, last do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
+if ARGV[6] == '1' then
+  last = last + 1
+  redis.call('SET', KEYS[last], ARGV[3], 'PX', ARGV[2])
+end
 for i = last + 1, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[1])
   if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
@@ -92,24 +149,34 @@ for i = last + 1, #KEYS do
 end
 return 1
 """
+)
 
-# KEYS = value, epoch, ARGV[2] fences, then optionally a counter's sorted set; ARGV = the
-# token the caller holds, the number of fences, the counter's member. The token is the one
-# begin_fill reads (without starting a missing epoch: no token then, so nothing is kept).
-# Replies: {0} missing; {1, pttl} the held token stands; {2, pttl, token, value}.
-_NEAR_GET = """
-local last = 2 + tonumber(ARGV[2])
-if ARGV[3] then redis.call('ZINCRBY', KEYS[last + 1], 1, ARGV[3]) end
+# KEYS = value, ARGV[2] fences, then the token (family members only); ARGV = the token the
+# caller holds (b"" for none), the number of fences. Replies: {0} no valid value; {1, pttl}
+# the held token stands; {2, pttl, token, value} (token '' when a fence is missing: the
+# value is valid, since an invalidation would have deleted it, but cannot be kept).
+_READ = (
+    _FENCES
+    + """
+local last = 1 + tonumber(ARGV[2])
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl == -2 then return {0} end
-local g = redis.call('GET', KEYS[2])
-if g then
-  for i = 3, last do g = g .. ':' .. (redis.call('GET', KEYS[i]) or '0') end
-  if g == ARGV[1] then return {1, pttl} end
-else
-  g = ''
+local g = fences(2, last, false)
+if #KEYS > last then
+  if not g or redis.call('GET', KEYS[#KEYS]) ~= g then return {0} end
+elseif not g then
+  return {2, pttl, '', redis.call('GET', KEYS[1])}
 end
+if g == ARGV[1] then return {1, pttl} end
 return {2, pttl, g, redis.call('GET', KEYS[1])}
+"""
+)
+
+# KEYS = value, fences..., then the token (family members only): all of them, as they are.
+_OBSERVE = """
+local seen = {}
+for i = 1, #KEYS do seen[i] = redis.call('GET', KEYS[i]) or false end
+return seen
 """
 
 # KEYS = lease; ARGV = the holder's token: a failed fill hands the lease back at once.
@@ -118,42 +185,79 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS holds (value, fence, lease) triples: one call invalidates a whole slice of keys.
-_INVALIDATE = """
+# KEYS = a sorted set of request counts; ARGV = the member, the most members kept. Bounded
+# by the Space-Saving rule: a new member, once the set is full, takes the place (and the
+# count, plus one) of the least requested, so a newly popular price can still rise.
+_COUNT = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  return redis.call('ZINCRBY', KEYS[1], 1, ARGV[1])
+end
+local least = redis.call('ZPOPMIN', KEYS[1])
+return redis.call('ZADD', KEYS[1], tonumber(least[2]) + 1, ARGV[1])
+"""
+
+# Invalidations delete even on a full noeviction Redis (allow-oom); their keys are declared.
+_LISTENER = "#!lua flags=allow-oom\n"
+
+# KEYS holds (value, fence, lease) triples, all of one slot on a cluster; ARGV = the fence
+# TTL. One call invalidates a whole slice of keys.
+_INVALIDATE = (
+    _LISTENER
+    + _BUMP
+    + """
 for i = 1, #KEYS, 3 do
   redis.call('DEL', KEYS[i], KEYS[i + 2])
-  redis.call('INCR', KEYS[i + 1])
-  redis.call('PEXPIRE', KEYS[i + 1], ARGV[1])
+  bump(KEYS[i + 1], ARGV[1])
 end
 return #KEYS / 3
 """
+)
 _INVALIDATE_SLICE = 300  # keys per call: long scripts would stall other clients
 
-# Members are deleted in slices: unpack() of a huge table overflows Lua's stack.
-_INVALIDATE_FAMILY = """
+# KEYS = tag set, fence; ARGV = the fence TTL. Moving the fence is what invalidates the
+# members (each checks it on every read); deleting those the tag set lists frees them
+# early. Members are deleted in slices: unpack() of a huge table overflows Lua's stack.
+_INVALIDATE_FAMILY = (
+    _LISTENER
+    + _BUMP
+    + """
+bump(KEYS[2], ARGV[1])
 local members = redis.call('SMEMBERS', KEYS[1])
 for i = 1, #members, 500 do
   redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
 end
 redis.call('DEL', KEYS[1])
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return #members
 """
+)
 
-_REFRESH = """
+# KEYS = value, fence, lease[, version]; ARGV = value, TTL ms, fence TTL[, version].
+# Replies: 1 written, 0 refused (an older position), 2 invalidated instead: the position
+# of the value there vanished (evicted, or never set by a fill), so it may be newer.
+_REFRESH = (
+    _LISTENER
+    + _BUMP
+    + """
 if #KEYS >= 4 then
-  -- an equal position is a replay or the delayed second pass: write it again
   local current = redis.call('GET', KEYS[4])
+  -- an equal position is a replay or the delayed second pass: write it again
   if current and current > ARGV[4] then return 0 end
   redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
+  if not current then
+    redis.call('DEL', KEYS[1], KEYS[3])
+    bump(KEYS[2], ARGV[3])
+    return 2
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+bump(KEYS[2], ARGV[3])
 redis.call('DEL', KEYS[3])
 return 1
 """
+)
+
+# Price request counts kept at most (warm-up reads the top few hundred).
+PRICE_COUNTS_MAX: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,14 +269,33 @@ class Counter:
 
 
 @dataclass(frozen=True, slots=True)
-class NearReply:
-    """What near_get found: nothing (value None, not unchanged), the held token standing
-    (unchanged), or the value with its current token (empty when there is none)."""
+class ReadReply:
+    """What `read` found: nothing valid (value None, not unchanged), the held token standing
+    (unchanged), or the value with its current token (empty when it cannot be kept)."""
 
     unchanged: bool
     pttl_ms: int
     value: bytes | None = None
     token: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A cached value with what would move if anything invalidated or replaced it."""
+
+    value: bytes | None
+    fences: tuple[bytes | None, ...]
+    token: bytes | None  # a family member's: the fences it was filled under
+    member: bool
+
+    @property
+    def served(self) -> bytes | None:
+        """The value a read would serve: a family member's only under standing fences."""
+        if not self.member:
+            return self.value
+        if self.token is None or None in self.fences:
+            return None
+        return self.value if self.token == b":".join(f or b"" for f in self.fences) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,22 +319,6 @@ class Commands:
         self.items.append(("EVALSHA", sha, numkeys, *keys_and_args))
 
 
-def make_redis(url: str, timeout: float, max_connections: int) -> Redis:
-    """A client whose calls fail fast: the caller decides what a failure means."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        # Under load, wait for a free connection rather than fail; a long wait means a
-        # slow Redis, which is a failure like any other.
-        timeout=timeout * 4,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # No retries: one failing call trips the API's breaker instead of tripling the wait.
-        retry=Retry(NoBackoff(), 0),
-    )
-    return Redis.from_pool(pool)
-
-
 def version_key(key: CacheKey) -> str:
     return f"{key.name}#version"
 
@@ -225,50 +332,75 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class RedisStore:
-    """The scripts above bound to one Redis client."""
+def _read_keys(key: CacheKey) -> list[str]:
+    return [key.name, *key.fences, *([key.token] if key.token else [])]
 
-    def __init__(self, redis: Redis) -> None:
+
+class RedisStore:
+    """The scripts above bound to one Redis client (a single server or a cluster)."""
+
+    def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
         self._begin = redis.register_script(_BEGIN_FILL)
         self._finish = redis.register_script(_FINISH_FILL)
         self._release = redis.register_script(_RELEASE)
-        self._near_get = redis.register_script(_NEAR_GET)
-        self._move_epoch = redis.register_script(_MOVE_EPOCH)
+        self._read = redis.register_script(_READ)
+        self._count = redis.register_script(_COUNT)
+        self._observe = redis.register_script(_OBSERVE)
         self._invalidate = redis.register_script(_INVALIDATE)
         self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
         self._refresh = redis.register_script(_REFRESH)
 
-    async def get(self, key: CacheKey, counter: Counter | None = None) -> bytes | None:
-        """The value; with a counter, also counts the request in the same round trip."""
-        if counter is None:
+    async def get(self, key: CacheKey) -> bytes | None:
+        """The value, if present and (for a family member) still valid."""
+        if key.token is None:
             return cast(bytes | None, await self.redis.get(key.name))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(key.name)
-        pipe.zincrby(counter.zset, 1, counter.member)
-        value, _ = await pipe.execute()
-        return cast(bytes | None, value)
+        return (await self.read(key, b"")).value
 
-    async def near_get(
-        self, key: CacheKey, held: bytes, counter: Counter | None = None
-    ) -> NearReply:
-        """Validate the token `held` for the key's value (b"" when none) in one round trip;
-        with a counter, also counts the request."""
-        keys = [key.name, key.epoch, *key.fences]
-        args: list[bytes | str | int] = [held, len(key.fences)]
-        if counter is not None:
-            keys.append(counter.zset)
-            args.append(counter.member)
-        reply = await self._near_get(keys=keys, args=args)
+    async def read(self, key: CacheKey, held: bytes) -> ReadReply:
+        """Validate the token `held` for the key's value (b"" when none) in one round trip."""
+        reply = await self._read(keys=_read_keys(key), args=[held, len(key.fences)])
         if reply[0] == 0:
-            return NearReply(unchanged=False, pttl_ms=-2)
+            return ReadReply(unchanged=False, pttl_ms=-2)
         if reply[0] == 1:
-            return NearReply(unchanged=True, pttl_ms=int(reply[1]))
-        return NearReply(unchanged=False, pttl_ms=int(reply[1]), value=reply[3], token=reply[2])
+            return ReadReply(unchanged=True, pttl_ms=int(reply[1]))
+        return ReadReply(unchanged=False, pttl_ms=int(reply[1]), value=reply[3], token=reply[2])
+
+    async def count(self, counts: dict[Counter, int]) -> None:
+        """Add request counts to their bounded sorted sets (`_COUNT`), in one round trip."""
+        sha = self._count.sha
+
+        def queue(cmds: Commands) -> None:
+            for counter, times in counts.items():
+                for _ in range(times):
+                    cmds.evalsha(sha, 1, counter.zset, counter.member, PRICE_COUNTS_MAX)
+
+        await self.send(queue)
+
+    async def observe(self, keys: Sequence[CacheKey]) -> list[Observed]:
+        """Each key's value, fences and token, each key read atomically, in one round trip
+        (per node on a cluster): what the checker compares before and after its grace."""
+        sha = self._observe.sha
+        layouts = [_read_keys(key) for key in keys]
+
+        def queue(cmds: Commands) -> None:
+            for names in layouts:
+                cmds.evalsha(sha, len(names), *names)
+
+        replies = await self.send(queue)
+        seen = []
+        for key, reply in zip(keys, replies, strict=True):
+            values: list[bytes | None] = [v or None for v in reply]
+            member = key.token is not None
+            fences = tuple(values[1 : 1 + len(key.fences)])
+            seen.append(Observed(values[0], fences, values[-1] if member else None, member))
+        return seen
 
     async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
         reply = await self._begin(
-            keys=[key.name, key.lease, key.epoch, *key.fences], args=[_ms(lease_s), token]
+            keys=[key.name, key.lease, *_read_keys(key)[1:]],
+            args=[_ms(lease_s), token, len(key.fences), 2 * _ms(lease_s) + 1000],
         )
         if reply[0] == 1:
             return FillTicket(value=reply[1], fence=b"", leased=False)
@@ -277,38 +409,55 @@ class RedisStore:
     async def finish_fill(
         self, key: CacheKey, value: bytes, ttl_s: float, fence: bytes, token: str
     ) -> bool:
-        stored = await self._finish(
-            keys=[key.name, key.lease, key.epoch, *key.fences, *key.tags],
-            args=[value, _ms(ttl_s), fence, token, len(key.fences)],
-        )
-        return bool(stored)
+        keys = [key.name, key.lease, *_read_keys(key)[1:], *key.tags]
+        args: list[EncodableT] = [
+            value,
+            _ms(ttl_s),
+            fence,
+            token,
+            len(key.fences),
+            int(key.token is not None),
+            FENCE_TTL_MS,
+        ]
+        return bool(await self._finish(keys=keys, args=args))
 
     async def release(self, key: CacheKey, token: str) -> None:
         """Give back a lease whose fill failed, so the next reader need not wait it out."""
         await self._release(keys=[key.lease], args=[token])
 
     async def flush_matching(
-        self, pattern: str, epoch: str, keep: Callable[[str], bool] = lambda _: False
+        self, pattern: str, keep: Callable[[str], bool] = lambda _: False
     ) -> int:
-        """Forget every key matching a SCAN pattern: a whole namespace after a gap in the
-        change stream, or every ``order:*`` after a TRUNCATE.
+        """Forget every key matching a SCAN pattern (on every primary of a cluster): a whole
+        namespace after a gap in the change stream, or every ``order:*`` after a TRUNCATE.
 
-        The epoch moves first, so a fill that read the database before the flush cannot
-        store afterwards; then every matching key but the epoch and those `keep` names
-        (pending writes, which are not cache) is unlinked. Idempotent.
+        Fences go with their values, and a fill whose fence is missing at its finish stores
+        nothing; but a fill that began before the flush may store between the scan's passing
+        its value and its passing its fence. So the scan runs twice: after the first pass no
+        fill begun before the flush can store, and the second removes what such fills stored
+        meanwhile. Keys `keep` names (pending writes, which are not cache) stay. Idempotent.
         """
-        await self._move_epoch(keys=[epoch])
         removed = 0
-        batch: list[bytes] = []
-        async for name in self.redis.scan_iter(match=pattern, count=1000):
-            if name != epoch.encode() and not keep(name.decode()):
-                batch.append(name)
-            if len(batch) >= 1000:
-                removed += await self.redis.unlink(*batch)
-                batch.clear()
-        if batch:
-            removed += await self.redis.unlink(*batch)
+        for _ in range(2):
+            batch: list[bytes] = []
+            async for name in self.redis.scan_iter(match=pattern, count=1000):
+                if not keep(name.decode()):
+                    batch.append(name)
+                if len(batch) >= 1000:
+                    removed += await self._unlink(batch)
+                    batch.clear()
+            if batch:
+                removed += await self._unlink(batch)
         return removed
+
+    async def _unlink(self, names: list[bytes]) -> int:
+        if not self.cluster:
+            return int(await self.redis.unlink(*names))
+        # A cluster unlinks key by key (each may live on another node), in one pipeline.
+        async with self.redis.pipeline() as pipe:
+            for name in names:
+                pipe.unlink(name)
+            return sum(int(n) for n in await pipe.execute())
 
     # Listener side: actions are queued, then sent in one round trip (send). Queued as plain
     # EVALSHA: redis-py's scripts on a pipeline ask SCRIPT EXISTS before every execute, a
@@ -327,15 +476,44 @@ class RedisStore:
         try:
             return await self._send_once(commands.items)
         except NoScriptError:
-            for script in (self._invalidate, self._invalidate_family, self._refresh):
+            for script in (
+                self._invalidate,
+                self._invalidate_family,
+                self._refresh,
+                self._count,
+                self._observe,
+            ):
                 await self.redis.script_load(script.script)
             return await self._send_once(commands.items)
 
     async def _send_once(self, items: list[tuple[EncodableT, ...]]) -> list[Any]:
+        if self.cluster:
+            return await self._send_cluster(items)
+        return await self._send_single(items)
+
+    async def _send_cluster(self, items: list[tuple[EncodableT, ...]]) -> list[Any]:
+        """A cluster pipeline sends each node its commands (routed by their keys' slot).
+        After a failure the slot map is reloaded: without retries a pipeline would keep
+        going to a master that has died."""
+        try:
+            async with self.redis.pipeline() as pipe:
+                for item in items:
+                    pipe.execute_command(*item)
+                replies = await pipe.execute(raise_on_error=False)
+        except REDIS_FAILURES:
+            await refresh_topology(cast(Redis, self.redis))
+            raise
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return list(replies)
+
+    async def _send_single(self, items: list[tuple[EncodableT, ...]]) -> list[Any]:
         """Write every command, then read every reply, on one pooled connection: what
         redis-py's pipeline does, without its per-command bookkeeping (measured here: a
         one-command batch takes a fifth less time)."""
-        pool = self.redis.connection_pool
+        redis = cast(Redis, self.redis)
+        pool = redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         replies: list[Any] = []
         error: ResponseError | None = None
@@ -363,13 +541,21 @@ class RedisStore:
     def queue_invalidate_names(
         self, cmds: Commands, triples: Sequence[tuple[str, str, str]]
     ) -> None:
-        """Invalidate keys given as (value, fence, lease) names (KeySchema.order_names)."""
+        """Invalidate keys given as (value, fence, lease) names (KeySchema.order_names).
+        On a cluster each call holds keys of one slot only."""
         sha = self._invalidate.sha
-        for start in range(0, len(triples), _INVALIDATE_SLICE):
-            names = [
-                name for triple in triples[start : start + _INVALIDATE_SLICE] for name in triple
-            ]
-            cmds.evalsha(sha, len(names), *names, FENCE_TTL_MS)
+        groups: list[Sequence[tuple[str, str, str]]] = [triples]
+        if self.cluster:
+            by_slot: dict[int, list[tuple[str, str, str]]] = {}
+            for triple in triples:
+                by_slot.setdefault(key_slot(triple[0].encode()), []).append(triple)
+            groups = list(by_slot.values())
+        for group in groups:
+            for start in range(0, len(group), _INVALIDATE_SLICE):
+                names = [
+                    name for triple in group[start : start + _INVALIDATE_SLICE] for name in triple
+                ]
+                cmds.evalsha(sha, len(names), *names, FENCE_TTL_MS)
 
     def queue_invalidate_family(self, cmds: Commands, family: str, fence: str) -> None:
         cmds.evalsha(self._invalidate_family.sha, 2, family, fence, FENCE_TTL_MS)

@@ -14,6 +14,10 @@ FROM orders
 WHERE status IN ('new', 'in_progress')
 ORDER BY id DESC;
 
+-- name: model_ids
+-- The listener moves a material's (or every rule's) price family in each model's slot.
+SELECT id FROM models;
+
 -- name: newest_new
 SELECT id, customer, model_id, material_id, quantity, params, total_price, status,
        created_at, updated_at

@@ -86,11 +86,11 @@ async def test_a_change_nobody_invalidated_is_reported_with_its_diff(
     )
     report = await run_check(database_url, redis_url)
     stale = {s.name: s for s in report.stale}
-    assert stale["order:2"].diff == "cached, but PostgreSQL has no such row"
-    assert stale["order:1"].diff.startswith("quantity: cached ")
-    assert "updated_at" in stale["order:1"].diff
+    assert stale["order:{2}"].diff == "cached, but PostgreSQL has no such row"
+    assert stale["order:{1}"].diff.startswith("quantity: cached ")
+    assert "updated_at" in stale["order:{1}"].diff
     assert [s.kind for s in report.stale if s.name.startswith("price:")] == ["price"]
-    assert "order:1" in report.summary()
+    assert "order:{1}" in report.summary()
 
 
 async def test_a_key_invalidated_during_the_grace_period_is_not_stale(
@@ -101,7 +101,7 @@ async def test_a_key_invalidated_during_the_grace_period_is_not_stale(
 
     async def listener_catches_up(_: float) -> None:
         async with redis.asyncio.Redis.from_url(redis_url) as r:
-            await r.set("order:2", await r.get("order:2") or b"")  # same bytes: not a change
+            await r.set("order:{2}", await r.get("order:{2}") or b"")  # same bytes: not a change
             store = RedisStore(r)
             await store.send(lambda cmds: store.queue_invalidate(cmds, KeySchema().order(1)))
 
@@ -120,9 +120,9 @@ async def test_a_refill_with_the_old_value_during_grace_is_still_forgiven(
 
     async def invalidated_then_refilled(_: float) -> None:
         async with redis.asyncio.Redis.from_url(redis_url) as r:
-            old = await r.get("order:1")
-            await r.incr("order:1#fence")
-            await r.set("order:1", old or b"")
+            old = await r.get("order:{1}")
+            await r.incr("order:{1}#fence")
+            await r.set("order:{1}", old or b"")
 
     report = await run_check(database_url, redis_url, sleep=invalidated_then_refilled)
     assert report.suspects == 1
@@ -163,11 +163,11 @@ async def test_cli_exits_3_on_stale_keys_and_0_when_clean(
     dba(database_url, "UPDATE orders SET status = 'cancelled' WHERE id = 1")
     stale = cli("check", "--grace", "0.1", env=env)
     assert stale.returncode == 3, stale.stderr
-    assert "STALE order:1 (order): status: cached " in stale.stdout
+    assert "STALE order:{1} (order): status: cached " in stale.stdout
     as_json = cli("check", "--json", "--grace", "0.1", env=env)
     assert as_json.returncode == 3
     data = json.loads(as_json.stdout)
-    assert {s["key"] for s in data["stale"]} >= {"order:1", "orders:dashboard"}
+    assert {s["key"] for s in data["stale"]} >= {"order:{1}", "orders:{dashboard}"}
     assert data["checked"]["order"] == 2
 
 

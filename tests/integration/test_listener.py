@@ -93,14 +93,14 @@ async def test_a_dbas_status_move_invalidates_exactly_what_the_rule_names(
     dba(database_url, f"UPDATE orders SET status = 'in_progress' WHERE id = {order_id}")
     await gone(
         redis_client,
-        f"order:{order_id}",
-        "orders:dashboard",
-        "orders:new",
-        "orders:status:new",
-        "orders:status:in_progress",
+        f"order:{{{order_id}}}",
+        "orders:{dashboard}",
+        "orders:{new}",
+        "orders:{status:new}",
+        "orders:{status:in_progress}",
     )
     # a family the move did not touch keeps its pages
-    assert await redis_client.exists("orders:status:done") == 1
+    assert await redis_client.exists("orders:{status:done}") == 1
     fresh = (await client.get(f"/orders/{order_id}")).json()
     assert fresh["status"] == "in_progress"
     dashboard = (await client.get("/orders/dashboard")).json()["items"]
@@ -122,14 +122,14 @@ async def test_insert_delete_and_truncate_reach_the_cache(
         "INSERT INTO orders (customer, model_id, material_id, quantity, total_price)"
         " VALUES ('walk-in', 1, 1, 1, 10)",
     )
-    await gone(redis_client, "orders:dashboard", "orders:new", "orders:status:new")
-    assert await redis_client.exists(f"order:{order_id}", "orders:status:done") == 2
+    await gone(redis_client, "orders:{dashboard}", "orders:{new}", "orders:{status:new}")
+    assert await redis_client.exists(f"order:{{{order_id}}}", "orders:{status:done}") == 2
     newest = (await client.get("/orders/new")).json()["items"]
     assert newest[0]["customer"] == "walk-in"
 
     await warm(client, order_id)
     dba(database_url, f"DELETE FROM orders WHERE id = {order_id}")
-    await gone(redis_client, f"order:{order_id}", "orders:status:done")
+    await gone(redis_client, f"order:{{{order_id}}}", "orders:{status:done}")
     assert (await client.get(f"/orders/{order_id}")).status_code == 404
 
     other = await order_with_status(database_url, "done")
@@ -137,11 +137,11 @@ async def test_insert_delete_and_truncate_reach_the_cache(
     dba(database_url, "TRUNCATE orders")
     await gone(
         redis_client,
-        f"order:{other}",
-        "orders:dashboard",
-        "orders:new",
-        "orders:status:new",
-        "orders:status:done",
+        f"order:{{{other}}}",
+        "orders:{dashboard}",
+        "orders:{new}",
+        "orders:{status:new}",
+        "orders:{status:done}",
     )
     assert (await client.get("/orders/dashboard")).json() == {"items": []}
     assert (await client.get(f"/orders/{other}")).status_code == 404
@@ -157,11 +157,13 @@ async def test_changes_made_while_stopped_are_applied_after_restart(
     order_id = await order_with_status(database_url, "in_progress")
     await warm(client, order_id)
     dba(database_url, f"UPDATE orders SET status = 'done' WHERE id = {order_id}")
-    assert await redis_client.exists(f"order:{order_id}") == 1  # nobody is listening
+    assert await redis_client.exists(f"order:{{{order_id}}}") == 1  # nobody is listening
     restarted = InProcessListener(listener.settings)
     await restarted.start()
     try:
-        await gone(redis_client, f"order:{order_id}", "orders:dashboard", "orders:status:done")
+        await gone(
+            redis_client, f"order:{{{order_id}}}", "orders:{dashboard}", "orders:{status:done}"
+        )
         assert (await client.get(f"/orders/{order_id}")).json()["status"] == "done"
     finally:
         await restarted.close()
@@ -170,15 +172,15 @@ async def test_changes_made_while_stopped_are_applied_after_restart(
 async def test_catalogue_changes_touch_their_price_families(
     listener: InProcessListener, redis_client: redis.asyncio.Redis, database_url: str
 ) -> None:
-    await redis_client.sadd("price:model:1", "price:1:1:size=16")
-    await redis_client.set("price:1:1:size=16", b"120.00")
-    await redis_client.sadd("price:material:2", "price:5:2:size=18")
-    await redis_client.set("price:5:2:size=18", b"80.00")
+    await redis_client.sadd("price:{model:1}", "price:{model:1}:1:size=16")
+    await redis_client.set("price:{model:1}:1:size=16", b"120.00")
+    await redis_client.sadd("price:{model:5}:material:2", "price:{model:5}:2:size=18")
+    await redis_client.set("price:{model:5}:2:size=18", b"80.00")
     dba(database_url, "UPDATE models SET base_price = base_price + 1 WHERE id = 1")
-    await gone(redis_client, "price:1:1:size=16", "price:model:1")
-    assert await redis_client.exists("price:5:2:size=18") == 1
+    await gone(redis_client, "price:{model:1}:1:size=16", "price:{model:1}")
+    assert await redis_client.exists("price:{model:5}:2:size=18") == 1
     dba(database_url, "UPDATE materials SET price_per_gram = price_per_gram + 1 WHERE id = 2")
-    await gone(redis_client, "price:5:2:size=18")
+    await gone(redis_client, "price:{model:5}:2:size=18")
 
 
 def test_notify_channel_matches_the_shipped_triggers() -> None:

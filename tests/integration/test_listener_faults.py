@@ -36,7 +36,7 @@ async def no_stale_key(r: redis.asyncio.Redis, database_url: str) -> None:
     truth = all_orders(database_url)
 
     async def check() -> bool:
-        for key in await r.keys("order:[0-9]*"):
+        for key in await r.keys("order:{[0-9]*"):
             if b"#" in key:
                 continue
             cached = json.loads(await r.get(key) or b"null")
@@ -149,7 +149,7 @@ async def test_a_standby_takes_over_when_the_active_listener_dies(
         dba(database_url, "UPDATE orders SET quantity = quantity + 1 WHERE id = 1")
 
         async def invalidated() -> bool:
-            return await redis_client.exists("order:1") == 0
+            return await redis_client.exists("order:{1}") == 0
 
         await eventually(invalidated, "the standby invalidates", within=10)
     finally:
@@ -236,7 +236,7 @@ async def test_a_huge_transaction_invalidates_the_family_instead_of_each_key(
             await client.get(f"/orders/{order_id}")
         dba(database_url, "UPDATE orders SET quantity = quantity + 1 WHERE id <= 200")
         await eventually(
-            lambda: _none_left(redis_client, "order:1", "order:2", "order:3"), "family flush"
+            lambda: _none_left(redis_client, "order:{1}", "order:{2}", "order:{3}"), "family flush"
         )
     finally:
         await listener.close()
@@ -262,19 +262,19 @@ async def test_refresh_writes_what_a_fresh_read_would_and_survives_a_schema_chan
         dba(database_url, f"UPDATE orders SET status = 'in_progress' WHERE id = {order_id}")
 
         async def refreshed() -> bool:
-            body = await redis_client.get(f"order:{order_id}")
+            body = await redis_client.get(f"order:{{{order_id}}}")
             return body is not None and json.loads(body)["status"] == "in_progress"
 
         await eventually(refreshed, "order refreshed from the row image")
         hit = await client.get(f"/orders/{order_id}")
         assert hit.headers["x-cache"] == "hit"  # operators never take the miss
-        await redis_client.delete(f"order:{order_id}")
+        await redis_client.delete(f"order:{{{order_id}}}")
         miss = await client.get(f"/orders/{order_id}")
         assert miss.headers["x-cache"] == "miss"
         assert hit.content == miss.content  # the row image serializes like a SELECT
 
         async def dashboard_refreshed() -> bool:
-            body = await redis_client.get("orders:dashboard")
+            body = await redis_client.get("orders:{dashboard}")
             items = json.loads(body)["items"] if body else []
             return any(o["id"] == order_id and o["status"] == "in_progress" for o in items)
 
@@ -287,7 +287,7 @@ async def test_refresh_writes_what_a_fresh_read_would_and_survives_a_schema_chan
         )
 
         async def after_ddl() -> bool:
-            body = await redis_client.get(f"order:{order_id}")
+            body = await redis_client.get(f"order:{{{order_id}}}")
             return body is not None and json.loads(body)["status"] == "done"
 
         await eventually(after_ddl, "refresh after a new Relation message")
@@ -373,7 +373,7 @@ async def test_a_new_slot_flushes_the_namespace_before_ready(
     second = InProcessListener(settings)
     await second.start()
     try:
-        assert await redis_client.exists("order:1", "orders:dashboard") == 0
+        assert await redis_client.exists("order:{1}", "orders:{dashboard}") == 0
         assert not await RedisStore(redis_client).finish_fill(
             KeySchema().order(2), b"old", 60, ticket.fence, "t"
         )

@@ -45,7 +45,7 @@ async def test_changes_committed_while_redis_is_down_are_applied_when_it_returns
     await listener.start()
     try:
         async with redis.asyncio.Redis.from_url(own_redis.url()) as r:
-            await r.set("order:1", b"cached before the change")
+            await r.set("order:{1}", b"cached before the change")
             await r.set("canary", b"kept across the restart")
             await r.save()  # the restarted server loads these keys again
         own_redis.kill()
@@ -66,7 +66,7 @@ async def test_changes_committed_while_redis_is_down_are_applied_when_it_returns
             assert await r.get("canary") == b"kept across the restart"
 
             async def invalidated() -> bool:
-                return await r.exists("order:1") == 0
+                return await r.exists("order:{1}") == 0
 
             await eventually(invalidated, "order:1 invalidated after redis returned", within=40)
 

@@ -126,7 +126,7 @@ async def test_each_batch_is_announced_once_its_keys_are_gone(
         dba(database_url, f"UPDATE orders SET status = 'in_progress' WHERE id = {order_id}")
         message = json.loads(await next_message(pubsub))
         # Announced only after Redis has the work: a page refetching now reads fresh data.
-        assert await redis_client.exists("orders:dashboard", f"order:{order_id}") == 0
+        assert await redis_client.exists("orders:{dashboard}", f"order:{{{order_id}}}") == 0
     assert message["orders"] == [order_id]
     assert message["commits"] == 1
     assert 0 <= message["lag_ms"] < 60_000
@@ -151,7 +151,7 @@ async def test_a_failed_announcement_neither_stops_nor_holds_back_the_listener(
     await running.start()
     try:
         order_id = await order_with_status(database_url, "new")
-        await redis_client.set(f"order:{order_id}", b"stale")
+        await redis_client.set(f"order:{{{order_id}}}", b"stale")
         dba(database_url, f"UPDATE orders SET status = 'cancelled' WHERE id = {order_id}")
         with psycopg.connect(database_url, autocommit=True) as conn:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
@@ -159,7 +159,7 @@ async def test_a_failed_announcement_neither_stops_nor_holds_back_the_listener(
         after_update = row[0]
 
         async def applied_and_confirmed() -> bool:
-            if await redis_client.exists(f"order:{order_id}"):
+            if await redis_client.exists(f"order:{{{order_id}}}"):
                 return False
             with psycopg.connect(database_url, autocommit=True) as conn:
                 confirmed = conn.execute(

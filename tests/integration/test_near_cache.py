@@ -17,7 +17,8 @@ from api.breaker import RedisBreaker
 from api.nearcache import NearCache
 from api.readthrough import Read, ReadThrough
 from mescache.keys import CacheKey, KeySchema
-from mescache.store import Counter, RedisStore, lsn_version, make_redis
+from mescache.redisconn import make_redis
+from mescache.store import Counter, RedisStore, lsn_version
 
 KEYS = KeySchema()
 BIG = b"d" * 20_000
@@ -68,6 +69,7 @@ async def test_the_near_copy_is_served_while_the_token_stands(
         read = await api.get(key, 60, _unexpected, counter)
         assert read == Read(BIG, hit=True)  # not b"swapped": not read from Redis
     assert (api.hits, api.misses) == (3, 1)
+    await api.demand.flush()
     assert await redis_client.zscore("requests", "dashboard") == 3  # still counted
     # a process without the near copy reads Redis's value
     assert (await process(redis_client).get(key, 60, _unexpected)).body == b"swapped"
@@ -115,7 +117,7 @@ async def test_a_family_invalidation_reaches_the_next_read(
 async def test_a_flush_reaches_the_next_read(redis_client: redis.asyncio.Redis) -> None:
     key = KEYS.dashboard()
     api = await _near_copy_of(redis_client, key)
-    await RedisStore(redis_client).flush_matching(KEYS.namespace_pattern(), key.epoch)
+    await RedisStore(redis_client).flush_matching(KEYS.namespace_pattern())
     await process(redis_client).get(key, 60, _const(NEWER))
     assert (await api.get(key, 60, _unexpected)).body == NEWER
 
@@ -125,8 +127,8 @@ async def test_a_redis_restart_reaches_the_next_read(redis_client: redis.asyncio
     api = await _near_copy_of(redis_client, key)
     await redis_client.flushdb()  # what a restart without persistence leaves
     assert (await api.get(key, 60, _const(NEWER))).body == NEWER
-    # The refill found no epoch and started one; the old token does not come back even if
-    # the fences are the same ones as before.
+    # The refill found no fence and started one from the clock; the old token does not
+    # come back.
     await redis_client.set(key.name, b"swapped", keepttl=True)
     assert (await api.get(key, 60, _unexpected)).body == NEWER  # kept under the new token
 
@@ -135,8 +137,10 @@ async def test_a_refresh_with_a_newer_version_reaches_the_next_read(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     key = KEYS.dashboard()
-    api = await _near_copy_of(redis_client, key)
     store = RedisStore(redis_client)
+    # a value's first refresh records its position (mescache.store), later ones write
+    await store.send(lambda cmds: store.queue_refresh(cmds, key, BIG, 60, lsn_version(41)))
+    api = await _near_copy_of(redis_client, key)
     await store.send(lambda cmds: store.queue_refresh(cmds, key, NEWER, 60, lsn_version(42)))
     assert (await api.get(key, 60, _unexpected)).body == NEWER
     await redis_client.set(key.name, b"swapped", keepttl=True)

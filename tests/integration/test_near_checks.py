@@ -17,7 +17,7 @@ from api.breaker import RedisBreaker
 from api.nearcache import NearCache
 from api.readthrough import Read, ReadThrough
 from mescache.keys import CacheKey, KeySchema
-from mescache.store import Counter, NearReply, RedisStore
+from mescache.store import ReadReply, RedisStore
 from tests.integration.test_near_cache import BIG, NEWER, _const, _unexpected
 
 KEYS = KeySchema()
@@ -33,13 +33,11 @@ class HeldStore(RedisStore):
         self.executed = asyncio.Event()  # set whenever a check has run in Redis
         self.fail_next = False
 
-    async def near_get(
-        self, key: CacheKey, held: bytes, counter: Counter | None = None
-    ) -> NearReply:
+    async def read(self, key: CacheKey, held: bytes) -> ReadReply:
         self.checks += 1
         if self.fail_next:
             raise ConnectionError("connection reset by peer")
-        reply = await super().near_get(key, held, counter)
+        reply = await super().read(key, held)
         self.executed.set()
         await self.release.wait()
         return reply

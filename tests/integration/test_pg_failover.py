@@ -181,7 +181,6 @@ async def test_a_promotion_under_write_load_leaves_nothing_stale(
         await listener.start()
         for order_id in SENTINELS:
             assert (await api.get(f"/orders/{order_id}")).status_code == 200
-        epoch = await r.get(keys.epoch())
         load.start()
         await load.more(100)
         if failover_slots:
@@ -224,7 +223,6 @@ async def test_a_promotion_under_write_load_leaves_nothing_stale(
         sentinels_kept = [bool(await r.exists(keys.order(order_id).name)) for order_id in SENTINELS]
         if failover_slots:
             assert all(sentinels_kept), "resumed from the copy: nothing to flush"
-            assert await r.get(keys.epoch()) == epoch
         else:
             assert not any(sentinels_kept), "the slot was lost: the namespace was flushed"
         for order_id in UNSEEN:

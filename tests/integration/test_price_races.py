@@ -32,7 +32,7 @@ async def fill_racing(client: redis.asyncio.Redis, family: str) -> tuple[bytes, 
 
 @pytest.mark.parametrize(
     "family",
-    [KEYS.price_family_of_model(5), KEYS.price_family_of_material(2), KEYS.all_prices()],
+    [KEYS.price_family_of_model(5), KEYS.price_family_of_material(2, 5), KEYS.all_prices(5)],
     ids=["model", "material", "pricing-rules"],
 )
 async def test_a_price_fill_that_raced_any_of_its_families_is_not_stored(
@@ -48,7 +48,7 @@ async def test_a_price_fill_that_raced_any_of_its_families_is_not_stored(
 
 @pytest.mark.parametrize(
     "family",
-    [KEYS.price_family_of_model(6), KEYS.price_family_of_material(3)],
+    [KEYS.price_family_of_model(6), KEYS.price_family_of_material(3, 5)],
     ids=["other-model", "other-material"],
 )
 async def test_an_unrelated_familys_invalidation_does_not_fence_the_fill(

@@ -371,9 +371,7 @@ async def test_a_namespace_flush_keeps_pending_writes(
     assert (await _patch(wb_client, order_id, "in_progress")).status_code == 202
     await wb_redis.xadd(KEYS.dead_letters(), {"reason": "kept"})
 
-    await RedisStore(wb_redis).flush_matching(
-        KEYS.namespace_pattern(), KEYS.epoch(), KEYS.outlives_flush
-    )
+    await RedisStore(wb_redis).flush_matching(KEYS.namespace_pattern(), KEYS.outlives_flush)
 
     assert await wb_redis.exists(KEYS.order(order_id).name) == 0  # the cache went
     assert await wb_redis.exists(KEYS.pending(order_id)) == 1

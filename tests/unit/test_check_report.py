@@ -22,18 +22,19 @@ def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
         for kind, key in built.items():
             ref = keys.classify(key.name)
             assert (ref.kind, ref.key) == (kind, key)
-            for companion in (key.fence, key.lease, keys.epoch()):
+            for companion in (key.fence, key.lease, *([key.token] if key.token else [])):
                 assert keys.classify(companion).kind == COMPANION
         first = keys.classify(keys.status_page("new", None, 20).name)
         assert first.key == keys.status_page("new", None, 20)
         assert keys.classify(keys.status_family("new")).kind == TAG_SET
         assert keys.classify(keys.price_family_of_model(7)).kind == TAG_SET
-        assert keys.classify(keys.all_prices()).kind == TAG_SET
+        assert keys.classify(keys.all_prices(7)).kind == TAG_SET
+        assert keys.classify(keys.price_family_of_material(2, 7)).kind == TAG_SET
         assert keys.classify(keys.price_requests()).kind == KEPT
         assert keys.classify(keys.prefix + "something:else").kind == UNKNOWN
         assert keys.classify(keys.pending(5)).kind == KEPT
         assert keys.classify(keys.write_stream()).kind == KEPT
-    assert KeySchema("shop1:").classify("order:1").kind == UNKNOWN  # another namespace
+    assert KeySchema("shop1:").classify(KeySchema().order(1).name).kind == UNKNOWN  # another one
 
 
 def test_every_kind_with_a_database_value_has_a_comparison() -> None:

@@ -1,60 +1,124 @@
-"""The key schema names what the design notes name, under an optional prefix."""
+"""The key schema names what the design notes name, under an optional prefix, with every
+key a script touches in one Redis Cluster hash slot."""
 
 from __future__ import annotations
 
-from mescache.keys import KeySchema
+import pytest
+from redis.crc import key_slot
+
+from mescache.keys import CacheKey, KeySchema, check_prefix
+
+
+def _slot(name: str) -> int:
+    return key_slot(name.encode())
+
+
+def _names(key: CacheKey) -> list[str]:
+    return [key.name, key.lease, *key.fences, *key.tags, *([key.token] if key.token else [])]
 
 
 def test_default_names_follow_the_contract() -> None:
     keys = KeySchema()
-    assert keys.dashboard().name == "orders:dashboard"
-    assert keys.new_orders().name == "orders:new"
-    assert keys.order(42).name == "order:42"
-    assert keys.status_family("new") == "orders:status:new"
+    assert keys.dashboard().name == "orders:{dashboard}"
+    assert keys.new_orders().name == "orders:{new}"
+    assert keys.order(42).name == "order:{42}"
+    assert keys.status_family("new") == "orders:{status:new}"
     page = keys.status_page("new", None, 50)
-    assert page.name.startswith("orders:status:new:")
-    assert page.tag == "orders:status:new"
+    assert page.name == "orders:{status:new}:page:first:50"
+    assert page.tag == "orders:{status:new}"
+    assert keys.price(5, 2, "size=17").name == "price:{model:5}:2:size=17"
 
 
 def test_pages_share_their_family_fence_and_keys_have_their_own() -> None:
     keys = KeySchema()
     first, later = keys.status_page("done", None, 50), keys.status_page("done", 900, 50)
     assert first.name != later.name
-    assert first.fence == later.fence == keys.family_fence("orders:status:done")
+    assert first.fence == later.fence == keys.family_fence(keys.status_family("done"))
     assert keys.order(1).fence != keys.order(2).fence
     assert keys.order(1).lease != keys.order(1).fence != keys.order(1).name
+
+
+def test_only_family_members_keep_a_token() -> None:
+    keys = KeySchema()
+    for own in (keys.order(1), keys.dashboard(), keys.new_orders(), keys.probe(2)):
+        assert own.token is None
+        assert own.fences == (f"{own.name}#fence",)
+    for member in (keys.status_page("new", None, 50), keys.price(1, 2, "size=base")):
+        assert member.token == f"{member.name}#token"
 
 
 def test_prefix_applies_to_every_name() -> None:
     keys = KeySchema("shop1:")
     made = [keys.dashboard(), keys.new_orders(), keys.order(1), keys.status_page("new", 5, 10)]
+    made.append(keys.price(3, 4, "size=base"))
     for key in made:
-        for name in (key.name, key.fence, key.lease, key.tag or "shop1:"):
+        for name in _names(key):
             assert name.startswith("shop1:")
-    assert keys.status_family("done") == "shop1:orders:status:done"
-    assert keys.price_family_of_model(3) == "shop1:price:model:3"
+    assert keys.status_family("done") == "shop1:orders:{status:done}"
+    assert keys.price_family_of_model(3) == "shop1:price:{model:3}"
     assert keys.namespace_pattern() == "shop1:*"
+
+
+@pytest.mark.parametrize("prefix", ["", "mes:"])
+def test_every_key_a_script_touches_shares_one_hash_slot(prefix: str) -> None:
+    keys = KeySchema(prefix)
+    made = [
+        keys.order(17),
+        keys.dashboard(),
+        keys.new_orders(),
+        keys.probe(3),
+        keys.status_page("in_progress", 900, 50),
+        keys.price(5, 2, "size=17.5"),
+    ]
+    for key in made:
+        assert len({_slot(n) for n in _names(key)}) == 1, key
+    assert _slot(keys.pending(17)) == _slot(keys.order(17).name)
+    triple = keys.order_names(17)
+    assert triple == (keys.order(17).name, keys.order(17).fence, keys.order(17).lease)
+
+
+def test_load_spreads_over_slots() -> None:
+    keys = KeySchema()
+    orders = {_slot(keys.order(i).name) for i in range(1, 101)}
+    models = {_slot(keys.price(m, 1, "size=base").name) for m in range(1, 101)}
+    statuses = {_slot(keys.status_family(s)) for s in ("new", "in_progress", "done", "cancelled")}
+    assert len(orders) > 90
+    assert len(models) > 90
+    assert len(statuses) == 4
 
 
 def test_a_price_is_fenced_by_and_listed_in_each_of_its_three_families() -> None:
     keys = KeySchema("p:")
     price = keys.price(5, 2, "size=17.5")
-    assert price.name == "p:price:5:2:size=17.5"
-    assert price.tags == ("p:price:model:5", "p:price:material:2", "p:price:all")
+    assert price.tags == (
+        keys.price_family_of_model(5),
+        keys.price_family_of_material(2, 5),
+        keys.all_prices(5),
+    )
     assert price.fences == tuple(keys.family_fence(t) for t in price.tags)
     other = keys.price(5, 3, "size=17.5")
     assert other.fences[0] == price.fences[0]
     assert other.fences[1] != price.fences[1]
+    assert other.fences[2] == price.fences[2]
+    elsewhere = keys.price(6, 2, "size=17.5")
+    assert set(elsewhere.fences).isdisjoint(price.fences)  # each model's slot has its own
 
 
 def test_the_price_request_counts_outlive_a_flush_and_prices_do_not() -> None:
     keys = KeySchema("p:")
     assert keys.outlives_flush(keys.price_requests())
     assert not keys.outlives_flush(keys.price(1, 2, "size=base").name)
-    assert not keys.outlives_flush(keys.all_prices())
+    assert not keys.outlives_flush(keys.all_prices(1))
 
 
 def test_order_names_spell_the_same_names_as_the_order_key() -> None:
     for schema in (KeySchema(), KeySchema("mes:")):
         key = schema.order(42)
         assert schema.order_names(42) == (key.name, key.fence, key.lease)
+
+
+@pytest.mark.parametrize("prefix", ["{x}", "a*", "b?", "c[", "d\\"])
+def test_a_prefix_that_would_pick_the_slot_or_break_a_scan_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="KEY_PREFIX"):
+        check_prefix(prefix)
+    assert check_prefix("mes:") == "mes:"

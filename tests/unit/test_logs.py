@@ -55,7 +55,7 @@ def record(msg: str, *args: object, exc: bool = False, **extra: object) -> loggi
 
 def test_json_lines_carry_the_stable_keys() -> None:
     line = JsonFormatter().format(
-        record("listener ready", slot="orders_cache", lsn="0/16B3748", order_id=7, key="order:7")
+        record("listener ready", slot="orders_cache", lsn="0/16B3748", order_id=7, key="order:{7}")
     )
     out = json.loads(line)
     assert out["event"] == "listener ready"
@@ -65,7 +65,7 @@ def test_json_lines_carry_the_stable_keys() -> None:
         "orders_cache",
         "0/16B3748",
         7,
-        "order:7",
+        "order:{7}",
     )
     assert out["time"].endswith("Z")
 

@@ -42,8 +42,10 @@ def test_entries_parse_strictly() -> None:
 @pytest.mark.parametrize("prefix", ["", "shop1:"])
 def test_pending_writes_outlive_a_flush_and_cache_keys_do_not(prefix: str) -> None:
     keys = KeySchema(prefix)
-    assert keys.pending(3) == f"{prefix}order:3#pending"
+    assert keys.pending(3) == f"{prefix}order:{{3}}#pending"
+    assert keys.pending_order(keys.pending(3)) == 3
+    assert keys.pending_order(keys.order(3).name) is None
     for name in (keys.pending(3), keys.write_stream(), keys.dead_letters()):
         assert keys.outlives_flush(name), name
-    for name in (keys.order(3).name, keys.order(3).fence, keys.dashboard().name, keys.epoch()):
+    for name in (keys.order(3).name, keys.order(3).fence, keys.dashboard().name):
         assert not keys.outlives_flush(name), name
