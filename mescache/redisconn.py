@@ -241,4 +241,10 @@ async def refresh_topology(client: Redis) -> None:
     """After a failure on a cluster, reload the slot map before trying again (pub/sub
     does not do it by itself); nothing to do on the other kinds."""
     if is_cluster(client):
-        await cast(RedisCluster, client).nodes_manager.initialize()
+        nodes = cast(RedisCluster, client).nodes_manager
+        before = [*nodes.nodes_cache.values(), *nodes.startup_nodes.values()]
+        await nodes.initialize()
+        kept = {id(n) for n in (*nodes.nodes_cache.values(), *nodes.startup_nodes.values())}
+        for node in before:  # a node the map dropped keeps no open sockets
+            if id(node) not in kept:
+                await node.disconnect()
