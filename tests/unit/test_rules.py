@@ -95,7 +95,7 @@ def test_a_material_touches_its_prices_only_when_a_priced_column_changes() -> No
 def test_any_pricing_rule_change_touches_every_price() -> None:
     for op in ("insert", "update", "delete", "truncate"):
         row = {"id": "1", "kind": "ring"}
-        change = Change("pricing_rules", op, None if op == "insert" else row, row)  # type: ignore[arg-type]
+        change = Change("pricing_rules", op, None if op == "insert" else row, row)
         assert touched_by(change) == Touched(all_prices=True)
 
 
