@@ -118,11 +118,13 @@ def test_a_key_of_no_family_is_its_own_fence_and_tag_set_of_none() -> None:
 
 def test_names_outside_the_namespace_or_of_no_known_kind_are_unknown() -> None:
     keys, other = KeySchema("p:"), KeySchema("q:")
-    assert keys.classify(other.order(1).name).kind == UNKNOWN
-    assert keys.classify(keys.order(1).name + "x").kind == UNKNOWN
-    assert keys.classify(keys.prefix + "scratch").kind == UNKNOWN
+    assert keys.classify(other.order(1).name) == KeyRef(UNKNOWN, {})
+    assert keys.classify(keys.order(1).name + "x") == KeyRef(UNKNOWN, {})
+    assert keys.classify(keys.prefix + "scratch") == KeyRef(UNKNOWN, {})
+    assert keys.classify(keys.order(1).lease) == KeyRef(COMPANION, {})
+    assert keys.classify(keys.all_prices()) == KeyRef(TAG_SET, {})
     for kept in (keys.pending(1), keys.write_stream(), keys.dead_letters(), keys.price_requests()):
-        assert keys.classify(kept).kind == KEPT, kept
+        assert keys.classify(kept) == KeyRef(KEPT, {}), kept
         assert keys.outlives_flush(kept)
     assert not keys.outlives_flush(other.write_stream())
     assert not keys.outlives_flush(keys.order(1).name)

@@ -143,3 +143,28 @@ def test_a_mesh_round_trips_at_its_unit() -> None:
     with pytest.raises(MeshError, match="does not exist"):
         mesh.encode(mesh.Mesh([(0.0, 0.0, 0.0)], [(0, 0, 1)]))
     assert mesh.decode(mesh.encode(mesh.Mesh([], []))) == mesh.Mesh([], [])
+
+
+def test_the_stored_form_holds_what_16_bit_indices_can_name_and_no_more() -> None:
+    flat = [(0.0, 0.0, 0.0)] * 65536
+    assert len(mesh.decode(mesh.encode(mesh.Mesh(flat, [(65535, 0, 0)]))).vertices) == 65536
+    with pytest.raises(MeshError, match=r"^65537 vertices: at most 65536 fit 16-bit indices$"):
+        mesh.encode(mesh.Mesh([*flat, (0.0, 0.0, 0.0)], []))
+    point = mesh.Mesh([(0.0, 0.0, 0.0)], [(0, 0, 0)])  # degenerate, but every index exists
+    assert mesh.decode(mesh.encode(point)) == point
+    with pytest.raises(MeshError, match=r"^a triangle names a vertex that does not exist$"):
+        mesh.encode(mesh.Mesh([(0.0, 0.0, 0.0)], [(0, 1, 0)]))
+
+
+def test_a_stored_mesh_must_have_a_positive_unit_and_only_its_own_vertices() -> None:
+    with pytest.raises(MeshError, match=r"^mesh unit 0.0 is not a positive length$"):
+        mesh.decode(struct.pack("<4sIIf", b"MSH1", 0, 0, 0.0))
+    one_vertex = struct.pack("<4sIIf", b"MSH1", 1, 1, 0.01) + b"\0" * 6
+    assert mesh.decode(one_vertex + struct.pack("<3H", 0, 0, 0)).triangles == [(0, 0, 0)]
+    with pytest.raises(MeshError, match=r"^a triangle names vertex 1 of 1$"):
+        mesh.decode(one_vertex + struct.pack("<3H", 0, 1, 0))
+
+
+def test_widening_moves_vertices_near_the_axis_too() -> None:
+    shape = mesh.Mesh([(0.3, 0.4, 2.0)], [])
+    assert mesh.widen(shape, 1.0).vertices[0] == pytest.approx((0.9, 1.2, 2.0))  # r 0.5 -> 1.5

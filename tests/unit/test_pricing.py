@@ -224,3 +224,35 @@ def test_a_quote_dumps_as_the_json_the_api_serves() -> None:
     assert body["total"] == "341.96"
     assert body["kind"] == "ring"
     assert set(body) == set(q)
+
+
+def test_volumes_are_converted_to_the_cubic_centimetre() -> None:
+    block = replace(no_mesh_ring(), volume_cm3=Decimal("10.000"))
+    assert quote(PriceRequest(1, 2), block)["volume_cm3"] == Decimal("10.000")
+    # 20 mm moves the band 1.5 mm out: 10 * (17 + 3) / 17 = 11.765 cm³
+    assert quote(PriceRequest(1, 2, Decimal(20)), block)["volume_cm3"] == Decimal("11.765")
+    cube = mesh.Mesh(
+        [(x, y, z) for x in (0.0, 10.0) for y in (0.0, 10.0) for z in (0.0, 10.0)],
+        [
+            t
+            for a, b, c, d in [
+                (0, 1, 3, 2),
+                (4, 6, 7, 5),
+                (0, 4, 5, 1),
+                (2, 3, 7, 6),
+                (0, 2, 6, 4),
+                (1, 5, 7, 3),
+            ]
+            for t in ((a, b, c), (a, c, d))
+        ],
+    )
+    meshed = replace(block, mesh=mesh.encode(cube))
+    assert quote(PriceRequest(1, 2), meshed)["volume_cm3"] == Decimal("1.000")
+    assert quote(PriceRequest(1, 2), meshed)["surface_cm2"] == Decimal("6.00")
+
+
+def test_sizes_step_from_the_smallest_one() -> None:
+    offset = replace(RING_RULE, size_min=Decimal("14.2"))
+    assert size_delta_mm(offset, "ring", Decimal("14.7")) == pytest.approx(-1.15)
+    with pytest.raises(BadPriceParams, match="does not fit"):
+        size_delta_mm(offset, "ring", Decimal("15"))
