@@ -59,7 +59,7 @@ def _row(name: str, counts: Counter[str]) -> str:
     killed, total = score(counts)
     percent = 100.0 * killed / total if total else 0.0
     other = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in KILLED)
-    return f"{name:<28} {killed:>7} {total:>6} {percent:>6.1f}%  {other}"
+    return f"{name:<28} {killed:>7} {total:>6} {percent:>6.1f}%  {other}".rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
