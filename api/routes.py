@@ -101,7 +101,7 @@ class NewOrder(BaseModel):
 
 def is_storable_text(text: str) -> bool:
     """Whether PostgreSQL can store the text: no NUL, and encodable as UTF-8 (a lone
-    surrogate such as "\\ud800" is not)."""
+    surrogate such as U+D800 is not)."""
     if "\x00" in text:
         return False
     try:

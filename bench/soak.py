@@ -256,7 +256,7 @@ class Soak:
         return None
 
     async def _check(self, grace: float) -> list[str]:
-        settings = CacheSettings(database_url=self.url, redis_url=self.rs.url())  # type: ignore[call-arg]
+        settings = CacheSettings(database_url=self.url, redis_url=self.rs.url())
         pool = make_pool(self.url, 1, 4, "soak-check")
         await pool.open(wait=True, timeout=30)
         try:

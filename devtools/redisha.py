@@ -100,7 +100,7 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """kill -9: no goodbye to replicas, sentinels or cluster peers."""
+        """Kill -9: no goodbye to replicas, sentinels or cluster peers."""
         if self.proc is not None and self.alive:
             self.proc.send_signal(signal.SIGCONT)  # a paused process must die too
             self.proc.kill()
@@ -185,7 +185,7 @@ class LocalCluster:
             node.kill()
 
     def _roles(self, seen_by: Node | None = None) -> dict[int, tuple[str, int | None]]:
-        """port -> (role, its master's port) of the nodes not failed, as one node sees
+        """Port -> (role, its master's port) of the nodes not failed, as one node sees
         the cluster (a live one if not given)."""
         live = seen_by or next(n for n in self.nodes if n.alive)
         lines = cast(bytes | str, live.call("CLUSTER", "NODES"))
@@ -237,7 +237,7 @@ class LocalCluster:
         return replica
 
     def kill_master(self, master: Node) -> Node:
-        """kill -9 of a master; returns its replica once promoted and serving."""
+        """Kill -9 of a master; returns its replica once promoted and serving."""
         replica = self.replica_of(master)
         master.kill()
         self._wait_promoted(replica)
@@ -391,7 +391,7 @@ class LocalSentinel:
         )
 
     def kill_master(self) -> Node:
-        """kill -9 of the master; returns the replica once every sentinel names it."""
+        """Kill -9 of the master; returns the replica once every sentinel names it."""
         master, replica = self.master(), self.replica()
         master.kill()
         replica.resume()

@@ -1,0 +1,1 @@
+"""The test suite: unit, integration and acceptance tiers (see tests/conftest.py)."""

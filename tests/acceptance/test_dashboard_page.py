@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -26,6 +27,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
 from tests.integration.api_server import ApiProcess
 from tests.integration.conftest import OPERATOR_KEY, api_settings
@@ -101,10 +103,10 @@ def stack(
             )
 
 
-def sql(database_url: str, statement: str, *params: object) -> list[tuple[object, ...]]:
+def sql(database_url: str, statement: str, *params: object) -> list[tuple[Any, ...]]:
     """What a DBA does in psql: one statement, committed."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        cur = conn.execute(statement, params)  # type: ignore[call-overload]
+        cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
 
 
@@ -128,7 +130,7 @@ def ids_in(driver: WebDriver, section: str) -> set[int]:
     return {int(row.get_attribute("data-order-id") or 0) for row in rows}
 
 
-def row(driver: WebDriver, order_id: int) -> list[object]:
+def row(driver: WebDriver, order_id: int) -> list[WebElement]:
     return driver.find_elements(By.CSS_SELECTOR, f'tr[data-order-id="{order_id}"]')
 
 

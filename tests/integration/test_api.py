@@ -4,6 +4,7 @@ and a clear 4xx for every bad input."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import psycopg
@@ -19,17 +20,20 @@ NEW_ORDER = {
 }
 
 
-async def _place(client: httpx.AsyncClient) -> dict[str, object]:
+async def _place(client: httpx.AsyncClient) -> dict[str, Any]:
     resp = await client.post("/orders", json=NEW_ORDER)
     assert resp.status_code == 201, resp.text
-    return resp.json()
+    placed: dict[str, Any] = resp.json()  # JSON: its values' types are the API's to say
+    return placed
 
 
-async def snapshot(r: redis.asyncio.Redis) -> dict[bytes, tuple[bytes | None, str]]:
+async def snapshot(r: redis.asyncio.Redis) -> dict[bytes, tuple[bytes | str | None, str]]:
     """Every key with its value (or type) — what a write must leave alone."""
-    out: dict[bytes, tuple[bytes | None, str]] = {}
+    out: dict[bytes, tuple[bytes | str | None, str]] = {}
     async for key in r.scan_iter():
-        kind = (await r.type(key)).decode()
+        kind_bytes = await r.type(key)
+        assert isinstance(kind_bytes, bytes)  # the test clients never decode responses
+        kind = kind_bytes.decode()
         value = await r.get(key) if kind == "string" else None
         out[key] = (value, kind)
     return out

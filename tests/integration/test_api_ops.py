@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import redis.asyncio
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
@@ -15,8 +16,10 @@ from mescache.devstack import RedisServer
 from tests.integration.conftest import api_settings, http_client
 from tests.integration.test_redis_down import own_redis  # noqa: F401  # fixture
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+
+async def scrape(client: httpx.AsyncClient) -> Samples:
     """Every sample of /metrics by (name, sorted labels)."""
     resp = await client.get("/metrics")
     assert resp.status_code == 200
@@ -28,12 +31,12 @@ async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, 
     }
 
 
-def value(samples: dict, name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
 async def test_a_miss_then_a_hit_move_their_counters_and_the_fill_is_timed(
-    client: httpx.AsyncClient, app
+    client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     before = await scrape(client)
     assert value(before, "orders_api_cache_hits_total") == 0
@@ -54,7 +57,7 @@ async def test_a_miss_then_a_hit_move_their_counters_and_the_fill_is_timed(
 
 
 async def test_writes_count_as_database_queries_and_a_fenced_fill_is_told_apart(
-    client: httpx.AsyncClient, app, redis_client: redis.asyncio.Redis
+    client: httpx.AsyncClient, app: FastAPI, redis_client: redis.asyncio.Redis
 ) -> None:
     resp = await client.patch("/orders/1", json={"status": "cancelled"})
     assert resp.status_code in (200, 409)

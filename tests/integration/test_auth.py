@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -49,10 +50,11 @@ async def _call(http: httpx.AsyncClient, method: str, path: str) -> httpx.Respon
     return await http.request(method, path, json=body if method != "GET" else None)
 
 
-async def _place_for(client: httpx.AsyncClient, customer: str) -> dict[str, object]:
+async def _place_for(client: httpx.AsyncClient, customer: str) -> dict[str, Any]:
     resp = await client.post("/orders", json={**ORDER, "customer": customer})
     assert resp.status_code == 201, resp.text
-    return resp.json()
+    placed: dict[str, Any] = resp.json()  # JSON: its values' types are the API's to say
+    return placed
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)

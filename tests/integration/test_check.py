@@ -4,6 +4,7 @@ listener is about to fix, and times invalidations end to end through the probe t
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import httpx
 import psycopg
@@ -39,9 +40,12 @@ async def fill(client: httpx.AsyncClient) -> None:
 
 
 async def run_check(
-    database_url: str, redis_url: str, grace: float = 0.05, sleep: object = None
+    database_url: str,
+    redis_url: str,
+    grace: float = 0.05,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> CheckReport:
-    settings = CacheSettings(database_url=database_url, redis_url=redis_url)  # type: ignore[call-arg]
+    settings = CacheSettings(database_url=database_url, redis_url=redis_url)
     pool = make_pool(database_url, 1, 4, "check-test")
     await pool.open()
     r = redis.asyncio.Redis.from_url(redis_url)
@@ -49,7 +53,7 @@ async def run_check(
         checker = (
             Checker(r, pool, KeySchema(), settings)
             if sleep is None
-            else Checker(r, pool, KeySchema(), settings, sleep=sleep)  # type: ignore[arg-type]
+            else Checker(r, pool, KeySchema(), settings, sleep=sleep)
         )
         return await checker.run(grace)
     finally:

@@ -19,12 +19,12 @@ def dba(database_url: str, *statements: str) -> None:
     """A DBA in psql: raw SQL, one transaction."""
     with psycopg.connect(database_url) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[call-overload]
+            conn.execute(statement)
 
 
 def install_notify(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute((SQL_DIR / "notify" / "outbox.sql").read_text())  # type: ignore[call-overload]
+        conn.execute((SQL_DIR / "notify" / "outbox.sql").read_text())
 
 
 @pytest.fixture(params=["logical", "notify"])

@@ -143,8 +143,14 @@ async def test_a_failed_announcement_neither_stops_nor_holds_back_the_listener(
 ) -> None:
     # A Redis user that may do everything but PUBLISH: the apply succeeds, the announce fails.
     user = "nopublish_" + database_url.rsplit("/", 1)[1]
-    await redis_client.execute_command(
-        "ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all", "-publish"
+    await redis_client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+        commands=["-publish"],
     )
     restricted = redis_url.replace("redis://", f"redis://{user}:secret@")
     running = InProcessListener(listener_settings(database_url, restricted))
@@ -175,7 +181,7 @@ async def test_a_failed_announcement_neither_stops_nor_holds_back_the_listener(
     finally:
         await running.close()
         drop_slot(database_url, running.settings.cdc_slot)
-        await redis_client.execute_command("ACL", "DELUSER", user)
+        await redis_client.acl_deluser(user)
 
 
 async def test_open_pages_share_one_subscription_and_see_every_change(

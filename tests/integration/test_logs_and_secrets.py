@@ -66,7 +66,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 async def test_listener_json_logs_carry_the_keys_and_no_password(
-    database_url: str, redis_url: str, tmp_path: Path, processes: list
+    database_url: str, redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     settings = listener_settings(database_url, redis_url)
     port = free_port()
@@ -109,7 +109,7 @@ async def test_listener_json_logs_carry_the_keys_and_no_password(
 
 
 async def test_api_json_logs_and_access_log_carry_no_password(
-    database_url: str, redis_url: str, tmp_path: Path, processes: list
+    database_url: str, redis_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     port = free_port()
     env = {

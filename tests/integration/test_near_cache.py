@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio
 
@@ -38,7 +39,7 @@ def process(
     )
 
 
-def _const(body: bytes):  # type: ignore[no-untyped-def]
+def _const(body: bytes) -> Callable[[], Awaitable[bytes]]:
     async def load() -> bytes:
         return body
 

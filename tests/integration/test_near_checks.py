@@ -24,11 +24,11 @@ KEYS = KeySchema()
 
 
 class HeldStore(RedisStore):
-    """Each near check runs in Redis at once, then its reply waits for `release`."""
+    """Each near check runs in Redis at once, then its reply waits for `replies_released`."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         super().__init__(client)
-        self.release = asyncio.Event()
+        self.replies_released = asyncio.Event()
         self.checks = 0
         self.executed = asyncio.Event()  # set whenever a check has run in Redis
         self.fail_next = False
@@ -39,7 +39,7 @@ class HeldStore(RedisStore):
             raise ConnectionError("connection reset by peer")
         reply = await super().read(key, held)
         self.executed.set()
-        await self.release.wait()
+        await self.replies_released.wait()
         return reply
 
 
@@ -82,7 +82,7 @@ async def test_a_read_never_takes_the_answer_of_a_check_sent_before_it_arrived(
     second = asyncio.create_task(api.get(key, 60, _const(NEWER)))
     await asyncio.sleep(0.05)
     assert store.checks == 1  # the second read waits for a check of its own
-    store.release.set()
+    store.replies_released.set()
     assert await first == Read(BIG, hit=True)  # it began before the invalidation
     assert await second == Read(NEWER, hit=False)  # it began after: a miss, filled anew
     assert store.checks == 2
@@ -95,7 +95,7 @@ async def test_reads_arriving_during_a_check_share_the_next_one(
     api, store, first = await _check_in_flight(redis_client, key)
     waiting = [asyncio.create_task(api.get(key, 60, _unexpected)) for _ in range(50)]
     await asyncio.sleep(0.05)
-    store.release.set()
+    store.replies_released.set()
     reads = await asyncio.gather(first, *waiting)
     assert reads == [Read(BIG, hit=True)] * 51
     assert store.checks == 2  # one in flight, one for all fifty that came during it
@@ -111,7 +111,7 @@ async def test_reads_sharing_a_check_survive_the_one_that_started_it_going_away(
     third = asyncio.create_task(api.get(key, 60, _unexpected))
     await asyncio.sleep(0)
     first.cancel()  # its client hung up while its check was in flight
-    store.release.set()
+    store.replies_released.set()
     assert await second == await third == Read(BIG, hit=True)
     assert first.cancelled()
 
@@ -124,7 +124,7 @@ async def test_a_failed_shared_check_sends_each_of_its_reads_to_postgresql(
     store.fail_next = True  # the connection breaks under the next check
     later = [asyncio.create_task(api.get(key, 60, _const(NEWER))) for _ in range(3)]
     await asyncio.sleep(0.05)
-    store.release.set()
+    store.replies_released.set()
     assert await first == Read(BIG, hit=True)
     assert await asyncio.gather(*later) == [Read(NEWER, hit=False)] * 3
     assert store.checks == 2

@@ -4,6 +4,9 @@ be fenced out by an invalidation of any of its three families, and by none other
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+
 import pytest
 import redis.asyncio
 
@@ -15,7 +18,7 @@ KEYS = KeySchema()
 PRICE = KEYS.price(5, 2, "size=17.5")
 
 
-async def fill_racing(client: redis.asyncio.Redis, family: str) -> tuple[bytes, bytes | None]:
+async def fill_racing(client: redis.asyncio.Redis, family: str) -> tuple[bytes, bytes | str | None]:
     """A reader computes the price from old rows while `family` is invalidated; returns
     what it served and what Redis holds afterwards."""
     store = RedisStore(client)
@@ -68,11 +71,11 @@ async def test_each_family_invalidation_reaches_a_cached_price(
         await reader(redis_client).get(PRICE, 3600, _const(b"price"))
         assert await redis_client.get(PRICE.name) == b"price"
         fence = KEYS.family_fence(family)
-        await store.send(lambda cmds, f=family, g=fence: store.queue_invalidate_family(cmds, f, g))
+        await store.send(partial(store.queue_invalidate_family, family=family, fence=fence))
         assert await redis_client.get(PRICE.name) is None, family
 
 
-def _const(body: bytes):  # type: ignore[no-untyped-def]
+def _const(body: bytes) -> Callable[[], Awaitable[bytes]]:
     async def load() -> bytes:
         return body
 

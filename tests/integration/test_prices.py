@@ -26,8 +26,12 @@ __all__ = ["listener"]  # the fixture, in both modes
 WEDDING_RING, PENDANT, EARRING = 1, 2, 3
 
 
-async def price(client: httpx.AsyncClient, model: int, material: int, size: str | None = None):  # type: ignore[no-untyped-def]
-    params = {"material": material} | ({} if size is None else {"size": size})
+async def price(
+    client: httpx.AsyncClient, model: int, material: int, size: str | None = None
+) -> httpx.Response:
+    params: dict[str, str | int] = {"material": material}
+    if size is not None:
+        params["size"] = size
     return await client.get(f"/models/{model}/price", params=params)
 
 
@@ -44,7 +48,9 @@ async def test_a_price_is_computed_then_served_from_the_cache(
         Decimal(body[part]) for part in ("metal", "finishing", "labour", "design")
     )
     with psycopg.connect(database_url) as conn:
-        volume = conn.execute("SELECT volume_cm3 FROM models WHERE id = 1").fetchone()[0]  # type: ignore[index]
+        row = conn.execute("SELECT volume_cm3 FROM models WHERE id = 1").fetchone()
+    assert row is not None
+    volume = row[0]
     assert Decimal(body["volume_cm3"]) == pytest.approx(volume, abs=Decimal("0.002"))
 
     for spelling in ("17", "17.0", "17.00"):  # one canonical key
@@ -125,9 +131,9 @@ async def test_unknown_entries_are_404_and_bad_sizes_422_with_a_message(
     ],
 )
 async def test_malformed_parameters_are_422(
-    client: httpx.AsyncClient, query: dict[str, object]
+    client: httpx.AsyncClient, query: dict[str, str | int]
 ) -> None:
-    resp = await client.get("/models/1/price", params=query)  # type: ignore[arg-type]
+    resp = await client.get("/models/1/price", params=query)
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"]
 

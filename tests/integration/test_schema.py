@@ -8,13 +8,14 @@ import pytest
 from mescache import mesh
 from mescache.demo import KINDS, load_demo_data
 from mescache.migrate import apply_migrations, main, migration_files
+from tests.conftest import Servers
 
 
 def test_migrations_are_recorded_and_safe_to_run_again(database_url: str) -> None:
     assert apply_migrations(database_url) == []  # the template is already migrated
     with psycopg.connect(database_url, autocommit=True) as conn:
         for path in migration_files():  # every file is idempotent on its own, too
-            conn.execute(path.read_text())  # type: ignore[call-overload]
+            conn.execute(path.read_text())
         identity = conn.execute(
             "SELECT relreplident FROM pg_class WHERE relname = 'orders'"
         ).fetchone()
@@ -55,7 +56,7 @@ def test_the_database_refuses_unknown_statuses(database_url: str, status: str) -
         conn.execute("UPDATE orders SET status = %s WHERE id = 1", [status])
 
 
-def test_demo_data_has_about_one_percent_active_orders(servers) -> None:  # type: ignore[no-untyped-def]
+def test_demo_data_has_about_one_percent_active_orders(servers: Servers) -> None:
     url = servers.pg.create_database("demo_full")
     apply_migrations(url)
     load_demo_data(url)

@@ -5,6 +5,7 @@ overwritten by an older value."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio
@@ -241,7 +242,7 @@ async def test_a_batch_reaches_a_redis_that_lost_its_scripts(
     assert calls["cmdstat_evalsha"]["calls"] == 1
 
 
-def _const(body: bytes):  # type: ignore[no-untyped-def]
+def _const(body: bytes) -> Callable[[], Awaitable[bytes]]:
     async def load() -> bytes:
         return body
 

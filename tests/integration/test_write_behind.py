@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httpx
 import psycopg
@@ -39,6 +40,13 @@ from writer.apply import Applied, apply_entry
 from writer.entries import StatusEntry
 
 KEYS = KeySchema()
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def entries(r: redis.asyncio.Redis, stream: str) -> StreamEntries:
+    """A stream's entries, oldest first."""
+    # redis-py types replies as bytes or str; the test clients never decode responses.
+    return cast(StreamEntries, await r.xrange(stream))
 
 
 @pytest.fixture
@@ -98,7 +106,7 @@ async def test_patch_answers_202_and_reads_show_the_pending_status_at_once(
     assert status_in_db(database_url, order_id) == "new"  # nobody waited for PostgreSQL
     # The cached row is left alone: the overlay is a key of its own.
     assert await wb_redis.get(KEYS.order(order_id).name) == cached
-    [(stream_id, fields)] = await wb_redis.xrange(KEYS.write_stream())
+    [(stream_id, fields)] = await entries(wb_redis, KEYS.write_stream())
     assert stream_id.decode() == entry
     assert fields[b"order_id"] == str(order_id).encode()
     assert fields[b"status"] == b"in_progress"
@@ -207,6 +215,7 @@ async def _commit_then_invalidate(
     (order_id,) = new_orders(database_url, 1)
     assert await _status(wb_client, order_id) == "new"
     stale_row = await wb_redis.get(KEYS.order(order_id).name)
+    assert stale_row is not None
     assert json.loads(stale_row)["status"] == "new"
     assert (await _patch(wb_client, order_id, "in_progress")).status_code == 202
 
@@ -261,7 +270,7 @@ async def test_an_illegal_move_against_postgresql_goes_to_the_dead_letters(
     await writer.start()
     await eventually(lambda: _dead_count(wb_redis, 1), "a dead letter")
 
-    [(_, dead)] = await wb_redis.xrange(KEYS.dead_letters())
+    [(_, dead)] = await entries(wb_redis, KEYS.dead_letters())
     assert dead[b"entry"].decode() == accepted.headers["x-pending-write"]
     assert b"illegal move" in dead[b"reason"]
     assert b"cancelled" in dead[b"reason"]
@@ -291,7 +300,7 @@ async def test_unknown_orders_and_malformed_entries_go_to_the_dead_letters_with_
         lambda: asyncio.to_thread(lambda: status_in_db(database_url, order_id) == "cancelled"),
         "the good entry after the bad ones applied",
     )
-    reasons = [f[b"reason"].decode() for _, f in await wb_redis.xrange(KEYS.dead_letters())]
+    reasons = [f[b"reason"].decode() for _, f in await entries(wb_redis, KEYS.dead_letters())]
     assert reasons[0] == "unknown order 99999999"
     assert reasons[1].startswith("malformed entry: order_id 'x'")
     assert reasons[2].startswith("malformed entry: 'shipped'")

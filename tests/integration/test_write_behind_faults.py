@@ -226,6 +226,7 @@ async def test_durability_is_read_from_info_where_config_is_renamed(
 async def test_an_evicting_redis_is_refused(durable_redis_url: str) -> None:
     async with redis.asyncio.Redis.from_url(durable_redis_url) as r:
         policy = (await r.config_get("maxmemory-policy"))["maxmemory-policy"]
+        assert policy is not None
         await r.config_set("maxmemory-policy", "allkeys-lru")
         try:
             with pytest.raises(RedisNotDurable, match="allkeys-lru"):

@@ -1,0 +1,1 @@
+"""Pure modules tested alone: no server, no network."""

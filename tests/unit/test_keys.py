@@ -3,10 +3,21 @@ key a script touches in one Redis Cluster hash slot."""
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import pytest
 from redis.crc import key_slot
 
-from mescache.keys import CacheKey, KeySchema, check_prefix
+from mescache.keys import (
+    COMPANION,
+    KEPT,
+    TAG_SET,
+    UNKNOWN,
+    CacheKey,
+    KeyRef,
+    KeySchema,
+    check_prefix,
+)
 
 
 def _slot(name: str) -> int:
@@ -122,3 +133,82 @@ def test_a_prefix_that_would_pick_the_slot_or_break_a_scan_is_refused(prefix: st
     with pytest.raises(ValueError, match="KEY_PREFIX"):
         check_prefix(prefix)
     assert check_prefix("mes:") == "mes:"
+
+
+def _every_kind(keys: KeySchema) -> list[CacheKey]:
+    return [
+        keys.dashboard(),
+        keys.new_orders(),
+        keys.order(42),
+        keys.probe(3),
+        keys.status_page("new", None, 50),
+        keys.status_page("done", 900, 20),
+        keys.price(5, 2, "size=17.5"),
+    ]
+
+
+def test_every_value_name_reads_back_as_the_key_it_was_built_as() -> None:
+    for keys in (KeySchema(), KeySchema("p:")):
+        built = _every_kind(keys)
+        assert len({key.name for key in built}) == len(built)
+        for key in built:
+            ref = keys.classify(key.name)
+            assert ref.key == key, key
+            for companion in (*key.fences, key.lease, *([key.token] if key.token else [])):
+                assert keys.classify(companion).kind == COMPANION, companion
+            for tag in key.tags:
+                assert keys.classify(tag).kind == TAG_SET, tag
+        assert keys.classify(keys.order(7).name) == KeyRef("order", {"id": "7"}, keys.order(7))
+        page = keys.status_page("in_progress", 900, 20)
+        assert keys.classify(page.name).params == {
+            "status": "in_progress",
+            "start": "900",
+            "limit": "20",
+        }
+        price = keys.classify(keys.price(5, 2, "size=base").name)
+        assert price.params == {"model": "5", "material": "2", "params": "size=base"}
+
+
+def test_a_key_of_no_family_is_its_own_fence_and_tag_set_of_none() -> None:
+    keys = KeySchema("p:")
+    for key in (keys.dashboard(), keys.order(1), keys.probe(1)):
+        assert key.fences == (keys.family_fence(key.name),)
+        assert key.tags == ()
+        assert key.tag is None
+    page = keys.status_page("done", None, 50)
+    assert page.fence == keys.family_fence(keys.status_family("done"))
+    assert page.tag == keys.status_family("done")
+
+
+def test_names_outside_the_namespace_or_of_no_known_kind_are_unknown() -> None:
+    keys, other = KeySchema("p:"), KeySchema("q:")
+    assert keys.classify(other.order(1).name) == KeyRef(UNKNOWN, {})
+    assert keys.classify(keys.order(1).name + "x") == KeyRef(UNKNOWN, {})
+    assert keys.classify(keys.prefix + "scratch") == KeyRef(UNKNOWN, {})
+    assert keys.classify(keys.order(1).lease) == KeyRef(COMPANION, {})
+    assert keys.classify(keys.all_prices(1)) == KeyRef(TAG_SET, {})
+    for kept in (keys.pending(1), keys.write_stream(), keys.dead_letters(), keys.price_requests()):
+        assert keys.classify(kept) == KeyRef(KEPT, {}), kept
+        assert keys.outlives_flush(kept)
+    assert not keys.outlives_flush(other.write_stream())
+    assert not keys.outlives_flush(keys.order(1).name)
+
+
+def test_patterns_match_what_they_stand_for() -> None:
+    for keys in (KeySchema(), KeySchema("p:")):
+        names = [key.name for key in _every_kind(keys)]
+        assert all(fnmatchcase(n, keys.namespace_pattern()) for n in names)
+        orders = [n for n in names if fnmatchcase(n, keys.orders_pattern())]
+        assert orders == [keys.order(42).name]
+        assert fnmatchcase(keys.order(42).fence, keys.orders_pattern())
+        assert fnmatchcase(keys.pending(42), keys.pending_pattern())
+        assert not any(fnmatchcase(n, keys.pending_pattern()) for n in names)
+    assert not fnmatchcase(KeySchema().order(1).name, KeySchema("p:").namespace_pattern())
+
+
+def test_the_change_channel_and_the_streams_are_names_of_their_own() -> None:
+    for keys in (KeySchema(), KeySchema("p:")):
+        own = [keys.changes_channel(), keys.write_stream(), keys.dead_letters(), keys.master_mark()]
+        own += [keys.price_requests(), keys.pending(1), keys.all_prices(1)]
+        assert len(set(own)) == len(own)
+        assert all(name.startswith(keys.prefix) for name in own)

@@ -6,6 +6,7 @@ these tests select messages by, so OIDs and xids are free to differ between capt
 
 import copy
 import json
+import pickle
 from collections.abc import Iterator
 from dataclasses import FrozenInstanceError
 from pathlib import Path
@@ -378,3 +379,66 @@ def test_fuzz_mutated_captured_payloads(data: st.DataObject) -> None:
         elif len(payload) > 1:
             del payload[position]
     decodes_or_fails_cleanly(bytes(payload))
+
+
+def test_row_changes_keep_their_relation_oid() -> None:
+    row = b"\0\x01n"
+    oid = b"\0\x01\x02\x03"
+    assert decode(b"I" + oid + b"N" + row) == Insert(0x10203, (None,))
+    assert decode(b"U" + oid + b"N" + row) == Update(0x10203, None, None, (None,))
+    assert decode(b"D" + oid + b"O" + row) == Delete(0x10203, (None,), "O")
+    assert decode(b"D" + oid + b"K" + row) == Delete(0x10203, (None,), "K")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", "empty pgoutput message"),
+        (
+            b"I" + bytes(4) + b"K\0\x01n",
+            "Insert ('I') message: expected 'N' tuple, got 'K' at offset 5",
+        ),
+        (
+            b"D" + bytes(4) + b"N\0\x01n",
+            "Delete ('D') message: expected 'K' or 'O' tuple, got 'N' at offset 5",
+        ),
+        (
+            b"U" + bytes(4) + b"K\0\x01nO\0\x01n",
+            "Update ('U') message: expected 'N' tuple, got 'O' at offset 9",
+        ),
+        # the second value ends exactly at the end of the buffer: the third is what is missing
+        (
+            b"I" + bytes(4) + b"N\0\x03nt\0\0\0\x02ab",
+            "Insert ('I') message: tuple of 3 columns truncated at offset 16",
+        ),
+        (
+            b"I" + bytes(4) + b"N\0\x03unt\0\0",
+            "Insert ('I') message: tuple of 3 columns truncated at offset 10",
+        ),
+        (
+            b"I" + bytes(4) + b"N\0\x03nux",
+            "Insert ('I') message: unknown tuple value kind 'x' at offset 10",
+        ),
+        (
+            b"I" + bytes(4) + b"N\0\x02nt\0\0\0\x05abcd",
+            "Insert ('I') message: value of 5 bytes at offset 14 runs past the end (18)",
+        ),
+    ],
+)
+def test_errors_say_exactly_what_is_wrong_and_where(payload: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(payload)
+    assert str(caught.value) == (reason if reason.startswith("empty") else f"pgoutput {reason}")
+
+
+def test_unchanged_pickles_as_the_singleton() -> None:
+    assert pickle.loads(pickle.dumps(UNCHANGED)) is UNCHANGED  # noqa: S301  # our own bytes
+
+
+def test_a_truncate_names_as_many_relations_as_it_counts() -> None:
+    assert decode(b"T\0\0\0\0\x02") == Truncate(2, ())
+    with pytest.raises(DecodeError) as caught:
+        decode(b"T\0\0\0\x02\0\0\0\0\x07")
+    assert str(caught.value) == (
+        "pgoutput Truncate ('T') message: 2 relation OIDs at offset 6 run past the end (10)"
+    )

@@ -1,7 +1,9 @@
 """Tests of the CopyBoth framing (XLogData, keepalive, standby status) and the LSN helpers."""
 
 import json
+import re
 import struct
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from cdc_listener.replication import (
     parse_copy_data,
     parse_lsn,
     pg_now,
+    pg_time_to_unix,
     standby_status,
 )
 
@@ -80,9 +83,17 @@ def test_keepalive_reply_flag_must_be_a_bool() -> None:
         parse_copy_data(keepalive_frame(1, 2, 2))
 
 
-@pytest.mark.parametrize("buf", [b"", b"r", b"d" + bytes(30), b"W" + bytes(30)])
-def test_other_messages_are_rejected(buf: bytes) -> None:
-    with pytest.raises(DecodeError):
+@pytest.mark.parametrize(
+    ("buf", "reason"),
+    [
+        (b"", "^empty CopyData message$"),
+        (b"r", r"^unknown CopyData message type 'r' \(0x72\) at offset 0$"),
+        (b"d" + bytes(30), r"type 'd' \(0x64\)"),
+        (b"W" + bytes(30), r"type 'W' \(0x57\)"),
+    ],
+)
+def test_other_messages_are_rejected(buf: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
         parse_copy_data(buf)
 
 
@@ -90,6 +101,8 @@ def test_views_of_other_formats_are_read_as_bytes() -> None:
     buf = keepalive_frame(7, 8, 1)
     assert parse_copy_data(memoryview(buf).cast("b")) == Keepalive(7, 8, True)
     assert parse_copy_data(memoryview(bytearray(buf))) == Keepalive(7, 8, True)
+    rows = memoryview(buf).cast("B", (2, len(buf) // 2))  # bytes, but counted in rows
+    assert parse_copy_data(rows) == Keepalive(7, 8, True)
 
 
 def test_standby_status_layout() -> None:
@@ -100,17 +113,50 @@ def test_standby_status_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [(-1, 0, 0, 0), (0, MAX_LSN + 1, 0, 0), (0, 0, -5, 0), (0, 0, 0, -1)]
+    ("args", "reason"),
+    [
+        ((-1, 0, 0, 0), "^written LSN -1 is outside"),
+        ((0, MAX_LSN + 1, 0, 0), f"^flushed LSN {MAX_LSN + 1} is outside"),
+        ((0, 0, -5, 0), "^applied LSN -5 is outside"),
+        ((0, 0, 0, -1), "^clock -1 is not a non-negative"),
+        ((0, 0, 0, MAX_LSN + 1), "^clock"),
+    ],
 )
-def test_standby_status_rejects_out_of_range_values(args: tuple[int, int, int, int]) -> None:
-    with pytest.raises(ValueError, match=r"outside|non-negative"):
+def test_standby_status_rejects_out_of_range_values(
+    args: tuple[int, int, int, int], reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
         standby_status(*args)
+
+
+def test_standby_status_takes_the_clock_at_both_ends_of_its_range() -> None:
+    for now in (0, MAX_LSN):
+        assert struct.unpack(">cQQQQ?", standby_status(1, 1, 1, now))[4] == now
 
 
 def test_pg_now_counts_microseconds_from_2000() -> None:
     expected = (datetime.now(UTC) - datetime(2000, 1, 1, tzinfo=UTC)).total_seconds() * 1e6
     assert abs(pg_now() - expected) < 5e6
     assert isinstance(pg_now(), int)
+
+
+@pytest.mark.parametrize(
+    ("micros", "moment"),
+    [
+        (0, datetime(2000, 1, 1, tzinfo=UTC)),
+        (1_500_000, datetime(2000, 1, 1, 0, 0, 1, 500_000, tzinfo=UTC)),
+        (-1_000_000, datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        (804_643_200_250_000, datetime(2025, 7, 1, 0, 0, 0, 250_000, tzinfo=UTC)),
+    ],
+)
+def test_pg_time_to_unix_counts_from_2000(micros: int, moment: datetime) -> None:
+    assert pg_time_to_unix(micros) == pytest.approx(moment.timestamp(), abs=1e-6)
+
+
+def test_pg_now_and_pg_time_to_unix_agree_with_the_unix_clock() -> None:
+    before = time.time()
+    now = pg_time_to_unix(pg_now())
+    assert before - 1e-3 <= now <= time.time() + 1e-3
 
 
 @pytest.mark.parametrize(
@@ -166,7 +212,12 @@ def test_format_lsn_rejects_out_of_range(lsn: int) -> None:
     ],
 )
 def test_parse_lsn_rejects_bad_text(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid LSN"):
+    # the message shows the text and what an LSN looks like
+    expected = (
+        f"invalid LSN {text!r}: expected two groups of 1 to 8 hex digits separated by '/',"
+        " such as '16/B374D848'"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         parse_lsn(text)
 
 

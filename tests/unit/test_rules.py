@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cdc_listener.pgoutput import UNCHANGED
+from mescache.orders import STATUSES
 from mescache.rules import Change, Touched, touched_by
 
 
@@ -95,7 +97,7 @@ def test_a_material_touches_its_prices_only_when_a_priced_column_changes() -> No
 def test_any_pricing_rule_change_touches_every_price() -> None:
     for op in ("insert", "update", "delete", "truncate"):
         row = {"id": "1", "kind": "ring"}
-        change = Change("pricing_rules", op, None if op == "insert" else row, row)  # type: ignore[arg-type]
+        change = Change("pricing_rules", op, None if op == "insert" else row, row)
         assert touched_by(change) == Touched(all_prices=True)
 
 
@@ -125,3 +127,99 @@ def test_merging_is_a_union() -> None:
 def test_a_probe_row_touches_its_probe_key_only() -> None:
     change = Change("cache_probe", "update", {"id": "3", "seq": "1"}, {"id": "3", "seq": "2"})
     assert touched_by(change) == Touched(probes={3})
+
+
+def test_any_one_target_makes_a_change_worth_applying() -> None:
+    # An empty `Touched` is how the listener knows a batch needs no Redis round trip.
+    assert not Touched()
+    for one in (
+        Touched(orders={1}),
+        Touched(all_orders=True),
+        Touched(statuses={"done"}),
+        Touched(dashboard=True),
+        Touched(newest=True),
+        Touched(price_models={1}),
+        Touched(price_materials={1}),
+        Touched(all_prices=True),
+        Touched(probes={1}),
+    ):
+        assert one, one
+
+
+def test_finishing_an_order_takes_it_off_the_dashboard() -> None:
+    t = touched_by(Change("orders", "update", order(7, "in_progress"), order(7, "done")))
+    assert t == Touched(orders={7}, statuses={"in_progress", "done"}, dashboard=True)
+    t = touched_by(Change("orders", "update", order(8, "new"), order(8, "cancelled")))
+    assert t == Touched(orders={8}, statuses={"new", "cancelled"}, dashboard=True, newest=True)
+
+
+def test_a_burst_keeps_every_target_of_every_change() -> None:
+    burst = Touched(
+        orders={1},
+        statuses={"new"},
+        dashboard=True,
+        newest=True,
+        price_models={1},
+        price_materials={1},
+        all_prices=True,
+        probes={1},
+        all_orders=True,
+    )
+    burst.update(
+        Touched(orders={2}, statuses={"done"}, price_models={2}, price_materials={2}, probes={2})
+    )
+    assert burst == Touched(
+        orders={1, 2},
+        statuses={"new", "done"},
+        dashboard=True,
+        newest=True,
+        price_models={1, 2},
+        price_materials={1, 2},
+        all_prices=True,
+        probes={1, 2},
+        all_orders=True,
+    )
+    # and flags raised only by a later change are kept too
+    later = Touched()
+    later.update(Touched(all_orders=True, dashboard=True, newest=True, all_prices=True))
+    assert later == Touched(all_orders=True, dashboard=True, newest=True, all_prices=True)
+
+
+def test_bound_swaps_many_prices_for_every_price() -> None:
+    many = Touched(price_models=set(range(6)), price_materials=set(range(5)), orders={1})
+    many.bound(10)
+    assert many == Touched(all_prices=True, orders={1})
+    at_the_bound = Touched(price_models=set(range(5)), price_materials=set(range(5)))
+    at_the_bound.bound(10)
+    assert at_the_bound == Touched(price_models=set(range(5)), price_materials=set(range(5)))
+    orders = Touched(orders=set(range(10)))
+    orders.bound(10)
+    assert orders == Touched(orders=set(range(10)))
+
+
+def test_a_status_that_was_not_sent_counts_as_unknown() -> None:
+    # An unchanged TOASTed value arrives as UNCHANGED, not text: not a status to trust.
+    change = Change("orders", "update", order(4, "done"), {"id": "4", "status": UNCHANGED})
+    t = touched_by(change)
+    assert t.statuses == set(STATUSES)
+    assert t.dashboard
+    assert t.newest
+
+
+def test_a_model_touches_its_prices_whatever_its_row_images_show() -> None:
+    same = {"id": "5", "density_g_cm3": "1", "price_per_gram": "1"}
+    assert touched_by(Change("models", "update", same, dict(same))) == Touched(price_models={5})
+    # a material's insert has no old image to compare with
+    inserted = Change("materials", "insert", None, material(2, "62.00"))
+    assert touched_by(inserted) == Touched(price_materials={2})
+
+
+def test_a_material_whose_new_image_lacks_a_priced_column_touches_its_prices() -> None:
+    change = Change("materials", "update", material(2, "62.00"), {"id": "2", "name": "Gold"})
+    assert touched_by(change) == Touched(price_materials={2})
+
+
+def test_a_catalogue_change_without_any_id_touches_every_price() -> None:
+    for table in ("models", "materials"):
+        change = Change(table, "update", {"name": "a"}, {"name": "b"})
+        assert touched_by(change) == Touched(all_prices=True), table
