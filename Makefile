@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit mutation browser screenshot bench soak clean
+.PHONY: install run test lint typecheck unit mutation browser promtool screenshot bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ mutation: $(STAMP)
 	done
 	$(BIN)/mutmut results --all true | $(BIN)/python -m tests.mutation_score --min $(MUTATION_MIN)
 
-test: lint typecheck browser
+test: lint typecheck browser promtool
 	$(BIN)/pytest
 
 # The dashboard's browser test drives Debian's chromium through chromedriver. Installed here
@@ -60,6 +60,22 @@ browser:
 	else \
 		echo "WARNING: chromium/chromedriver missing and not root with apt-get:" \
 			"the browser test will be skipped"; \
+	fi
+
+# The alert rules' tests (tests/unit/test_deploy.py) run Debian's promtool, from the
+# prometheus package: installed here when missing and we are root with apt-get (the tests
+# use only promtool, never a Prometheus server); otherwise those tests are skipped and say why.
+promtool:
+	@if command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing prometheus (for promtool) for the alert rules' tests (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			prometheus \
+		|| echo "WARNING: could not install prometheus: the rules' tests will be skipped"; \
+	else \
+		echo "WARNING: promtool missing and not root with apt-get:" \
+			"the alert rules' tests will be skipped"; \
 	fi
 
 # Regenerates docs/dashboard.png from the browser test's live page.

@@ -5,6 +5,8 @@
 messages may have been missed (refetch everything), and keep-alive comments in between.
 Every stream reads the process's single change feed (api.changes), never Redis itself. On
 server shutdown each stream ends cleanly (a complete response), and pages reconnect.
+``/stats`` starts the feed too, so the invalidation lag shows from the first change after
+someone asked for it, whether or not a page follows ``/events``.
 Both endpoints are for operators (a bearer operator key).
 """
 
@@ -43,7 +45,8 @@ class CacheStats(BaseModel):
     last_change_at: datetime | None = Field(description="when that change was announced")
     last_lsn: str | None = Field(description="its commit position (logical mode)")
     live: bool = Field(
-        description="whether this process follows the change channel now (from the first page on)"
+        description="whether this process follows the change channel now"
+        " (from the first page or /stats on)"
     )
     pages: int = Field(description="dashboards following this process's change stream")
 
@@ -51,6 +54,7 @@ class CacheStats(BaseModel):
 @router.get("/stats", response_model=CacheStats)
 async def stats(ctx: Ctx) -> CacheStats:
     """Hit ratio and invalidation lag, for the operator's dashboard."""
+    ctx.feed.start()  # the lag comes with the feed's messages: follow them from now on
     hits, misses = ctx.cache.hits, ctx.cache.misses
     last = ctx.feed.last
     return CacheStats(

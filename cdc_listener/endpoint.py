@@ -1,5 +1,6 @@
 """The listener's HTTP endpoint on METRICS_PORT: `/metrics`, `/healthz`, `/readyz`; and the
-poll that reads the slot's retained WAL (or the outbox backlog) for the gauges.
+poll that reads the slot's retained WAL (or the outbox backlog), and the length of
+write-behind's dead-letter stream, for the gauges.
 
 uvicorn serves a small Starlette app inside the daemon's own event loop. Signals stay the
 daemon's: SIGTERM must finish the batch in flight and confirm it, not stop uvicorn. The
@@ -23,6 +24,8 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +36,8 @@ from cdc_listener.notify import outbox_backlog
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import slot_status
 from mescache.http_limits import ConnectionLimits, limited_http
+from mescache.keys import KeySchema
+from mescache.redisconn import make_redis
 
 log = logging.getLogger("cdc_listener.endpoint")
 
@@ -115,8 +120,22 @@ async def serving(settings: ListenerSettings, metrics: ListenerMetrics) -> Async
 
 async def _poll(settings: ListenerSettings, metrics: ListenerMetrics) -> None:
     """Read the slot's retained WAL (or the outbox backlog) every METRICS_POLL_INTERVAL on
-    an ordinary connection: the replication connection carries only the stream."""
+    an ordinary connection: the replication connection carries only the stream. The
+    dead-letter stream's length is read on a Redis connection of the poll's own."""
+    redis = make_redis(settings.redis_url, max(settings.redis_timeout, 1.0), 1)
+    try:
+        await _poll_forever(settings, metrics, redis)
+    finally:
+        await redis.aclose()
+
+
+async def _poll_forever(settings: ListenerSettings, metrics: ListenerMetrics, redis: Redis) -> None:
+    dead_letters = KeySchema(settings.key_prefix).dead_letters()
     while True:
+        try:
+            metrics.dead_letters = int(await redis.xlen(dead_letters))
+        except RedisError as exc:
+            log.debug("dead-letter poll failed", extra={"error": str(exc)})
         try:
             async with await psycopg.AsyncConnection.connect(
                 settings.database_url, autocommit=True

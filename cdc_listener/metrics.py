@@ -14,7 +14,10 @@ Series (all prefixed ``cdc_listener_``): ``changes_received_total``,
 ``changes_applied_total``, ``transactions_applied_total``, ``keys_invalidated_total``,
 ``keys_refreshed_total``, ``families_invalidated_total``,
 ``commit_apply_lag_seconds``, ``confirmed_lsn``, ``slot_retained_wal_bytes``,
-``slot_lag_bytes``, ``outbox_backlog``, ``reconnects_total``, ``ready``.
+``slot_lag_bytes``, ``outbox_backlog``, ``reconnects_total``, ``ready``,
+``stale_keys_found_total{kind}`` (stale values a consistency check of this process found,
+one sample per value kind from the start, so an alert on it never sees a missing series),
+``write_behind_dead_letters`` (the dead-letter stream's length, read with the slot's WAL).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from cdc_listener.replication import format_lsn
+from mescache.keys import VALUE_KINDS
 
 log = logging.getLogger("cdc_listener.metrics")
 
@@ -74,6 +78,8 @@ class ListenerMetrics:
         self.retained_wal_bytes: int | None = None
         self.slot_lag_bytes: int | None = None
         self.outbox_backlog: int | None = None
+        self.dead_letters: int | None = None
+        self.stale_found: dict[str, int] = {kind: 0 for kind in VALUE_KINDS if kind != "probe"}
         self.streaming = False
         self.caught_up = False
         self._pending_lsn = 0
@@ -130,6 +136,10 @@ class ListenerMetrics:
         if lag is not None:
             self.lag.observe(lag)
 
+    def stale(self, kind: str) -> None:
+        """A consistency check found a stale cached value of `kind`."""
+        self.stale_found[kind] = self.stale_found.get(kind, 0) + 1
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -166,10 +176,20 @@ class _ScrapeTime(Collector):
             ("slot_lag_bytes", "WAL written but not yet confirmed by the listener",
              m.slot_lag_bytes),
             ("outbox_backlog", "Outbox rows not yet applied (notify mode)", m.outbox_backlog),
+            ("write_behind_dead_letters", "Write-behind status changes in the dead-letter"
+             " stream (answered 202, not applied)", m.dead_letters),
         )  # fmt: skip
         for name, text, maybe in optional:
             if maybe is not None:
                 yield GaugeMetricFamily(f"cdc_listener_{name}", text, value=maybe)
+        stale = CounterMetricFamily(
+            "cdc_listener_stale_keys_found",
+            "Cached values a consistency check found stale (after its grace period), by kind",
+            labels=["kind"],
+        )
+        for kind, found in sorted(m.stale_found.items()):
+            stale.add_metric([kind], found)
+        yield stale
         yield GaugeMetricFamily(
             "cdc_listener_ready",
             "1 once streaming and caught up with what was pending at start",

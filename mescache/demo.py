@@ -4,18 +4,29 @@ operators' dashboard).
 
 Deterministic for a given seed. Orders are made in SQL (generate_series) so it takes
 seconds; meshes are generated in Python, a few milliseconds each.
+
+Every order's total is what `POST /orders` would charge: the price of its model, material
+and size by the rule the API applies (mescache.pricing), times the quantity. Only sized
+kinds (rings) carry a size, one of DEMO_SIZES; the unit prices are computed in Python once
+per model and size (the mesh is measured once, then priced in every material) and joined
+in.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import random
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import psycopg
 
-from mescache import mesh, shapes
+from mescache import mesh, reads, shapes
+from mescache.errors import BadPriceParams
+from mescache.pricing import PriceInputs, PriceRequest, measure, quote, size_delta_mm
 
 MATERIALS: list[tuple[str, str, float, float]] = [
     ("gold-585", "Gold 585 (14k)", 13.0, 62.00),
@@ -34,6 +45,11 @@ MATERIALS: list[tuple[str, str, float, float]] = [
 
 KINDS = ["ring", "wedding ring", "pendant", "earring", "bracelet link", "brooch"]
 RING_INNER_DIAMETER = 17.0  # mm: the size_base of the ring rules in 004_pricing.sql
+# Inner diameters (mm) demo ring orders ask for; each must fit the ring rules' range.
+DEMO_SIZES = (Decimal(15), Decimal(16), Decimal(17), Decimal(18), Decimal(19), Decimal(20))
+
+# (model id, material id, size or None, index of the size among the model's, sizes, unit)
+PriceRow = tuple[int, int, Decimal | None, int, int, Decimal]
 
 
 def demo_models(count: int, seed: float) -> list[tuple[str, str, str, Decimal, Decimal, bytes]]:
@@ -59,6 +75,41 @@ def demo_models(count: int, seed: float) -> list[tuple[str, str, str, Decimal, D
     return rows
 
 
+async def unit_prices(conninfo: str) -> list[PriceRow]:
+    """The price of every model in every material at each demo size its kind takes."""
+    rows: list[PriceRow] = []
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        cur = await conn.execute("SELECT id, density_g_cm3, price_per_gram FROM materials")
+        materials = await cur.fetchall()
+        cur = await conn.execute("SELECT id FROM models ORDER BY id")
+        models = [row[0] for row in await cur.fetchall()]
+        if not materials:
+            return rows
+        for model_id in models:
+            base = await reads.price_inputs(conn, PriceRequest(model_id, materials[0][0]))
+            sizes: list[Decimal | None] = [None]
+            if base.rule.size_base is not None:
+                sizes = [size for size in DEMO_SIZES if _fits(base, size)] or [None]
+            for index, size in enumerate(sizes):
+                measured = measure(base, size)  # the costly part, once for all materials
+                for material_id, density, per_gram in materials:
+                    inputs = dataclasses.replace(
+                        base, density_g_cm3=density, price_per_gram=per_gram
+                    )
+                    request = PriceRequest(model_id, material_id, size)
+                    unit = quote(request, inputs, measured)["total"]
+                    rows.append((model_id, material_id, size, index, len(sizes), unit))
+    return rows
+
+
+def _fits(inputs: PriceInputs, size: Decimal) -> bool:
+    try:
+        size_delta_mm(inputs.rule, inputs.kind, size)
+    except BadPriceParams:
+        return False
+    return True
+
+
 def load_demo_data(
     conninfo: str, orders: int = 100_000, seed: float = 0.42, models: int = 300
 ) -> None:
@@ -76,6 +127,18 @@ def load_demo_data(
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
                 demo_models(models, seed),
             )
+        conn.commit()  # the catalogue, so the prices can be read on another connection
+        # The API's own price reads are async: run them on a thread of their own, which
+        # works whether or not the caller runs an event loop (the soak does).
+        with ThreadPoolExecutor(1) as pool:
+            prices = pool.submit(asyncio.run, unit_prices(conninfo)).result()
+        conn.execute(
+            "CREATE TEMPORARY TABLE demo_prices (model_id bigint, material_id bigint,"
+            " size numeric, pick int, sizes int, unit numeric(12, 2)) ON COMMIT DROP"
+        )
+        with conn.cursor() as cur, cur.copy("COPY demo_prices FROM STDIN") as copy:
+            for row in prices:
+                copy.write_row(row)
         conn.execute(
             """
             WITH picks AS (
@@ -92,6 +155,7 @@ def load_demo_data(
                        material_ids[1 + floor(random() * cardinality(material_ids))::int]
                            AS material_id,
                        1 + floor(random() * 3)::int AS quantity,
+                       floor(random() * 1000)::int AS size_pick,
                        CASE WHEN r < 0.004 THEN 'in_progress'
                             WHEN r < 0.010 THEN 'new'
                             WHEN r < 0.93 THEN 'done'
@@ -103,14 +167,13 @@ def load_demo_data(
                                 total_price, status, created_at, updated_at)
             SELECT 'client-' || (1 + floor(random() * 20000)::int),
                    r.model_id, r.material_id, r.quantity,
-                   jsonb_build_object('size', 14 + floor(random() * 10)::int,
-                                      'layer_um', 25),
-                   round((m.base_price + m.volume_cm3 * mat.density_g_cm3
-                          * mat.price_per_gram) * r.quantity, 2),
+                   CASE WHEN p.size IS NULL THEN jsonb_build_object('layer_um', 25)
+                        ELSE jsonb_build_object('size', p.size, 'layer_um', 25) END,
+                   p.unit * r.quantity,
                    r.status, r.created_at, r.created_at
             FROM rows r
-            JOIN models m ON m.id = r.model_id
-            JOIN materials mat ON mat.id = r.material_id
+            JOIN demo_prices p ON p.model_id = r.model_id AND p.material_id = r.material_id
+                              AND p.pick = r.size_pick %% p.sizes
             ORDER BY r.i
             """,
             {"n": orders},

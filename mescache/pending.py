@@ -15,6 +15,10 @@ each is atomic on the server:
   or removed when the order does not exist; acknowledges the entry.
 - ``settle`` (writer, once the listener has applied the commit): removes a sealed overlay
   only if it still names that entry (compare-and-delete).
+- ``retry`` (``orders-writer dead-letters retry``): moves a dead letter back to the stream
+  as a new entry (``retry_of`` names the old one) and points the overlay at it, as
+  ``accept`` does; the dead letter is deleted in the same step, so retrying it twice
+  appends it once. The writer then applies it like any entry: exactly once in effect.
 
 Why the API writes this one cache-side key because of a write (the single exception to
 "the API never writes a key because it wrote something"): the overlay is not a copy of
@@ -94,6 +98,24 @@ return 0
 """
 
 
+# KEYS: dead letters, stream, overlay. ARGV: dead letter id, order id, target status.
+# Re-checks that the dead letter still exists and names that change (another retry or a
+# drop may have won), then appends it anew and deletes it.
+_RETRY = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return {0, ''} end
+local fields, old = found[1][2], {}
+for i = 1, #fields, 2 do old[fields[i]] = fields[i + 1] end
+if old['order_id'] ~= ARGV[2] or old['status'] ~= ARGV[3] then return {0, ''} end
+local id = redis.call('XADD', KEYS[2], '*', 'order_id', ARGV[2], 'status', ARGV[3],
+  'from', old['from'] or '', 'retry_of', old['entry'] or ARGV[1])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'entry', id, 'status', ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[1])
+return {1, id}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Overlay:
     """An order's pending status: accepted (not yet committed) or sealed (committed, the
@@ -139,6 +161,7 @@ class PendingWrites:
         self._seal = redis.register_script(_SEAL_AND_ACK)
         self._dead = redis.register_script(_DEAD_LETTER)
         self._settle = redis.register_script(_SETTLE)
+        self._retry = redis.register_script(_RETRY)
 
     async def accept(self, order_id: int, target: str, base_status: str) -> Acceptance:
         """Record the move `base_status` (or the pending status) → `target`, if legal."""
@@ -187,6 +210,15 @@ class PendingWrites:
         """Remove the overlay if it is sealed and still names `entry`."""
         removed = await self._settle(keys=[self.keys.pending(order_id)], args=[entry])
         return bool(removed)
+
+    async def retry(self, dead_id: str, order_id: int, status: str) -> str | None:
+        """Append the dead letter `dead_id` (moving `order_id` to `status`) to the stream
+        again; returns the new entry, or None if that dead letter is gone."""
+        reply = await self._retry(
+            keys=[self.keys.dead_letters(), self.keys.write_stream(), self.keys.pending(order_id)],
+            args=[dead_id, order_id, status],
+        )
+        return _text(reply[1]) if reply[0] == 1 else None
 
     async def sealed_overlays(self) -> list[Overlay]:
         """Every sealed overlay (the writer re-queues them for settling at start-up)."""

@@ -155,10 +155,20 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def quote(request: PriceRequest, inputs: PriceInputs) -> Quote:
-    """The price of `request` from its rows (CPU work: decode, resize and measure the mesh)."""
+def measure(inputs: PriceInputs, size: Decimal | None) -> mesh.Measures:
+    """The geometry a price at `size` is computed from: the costly part of a quote, the same
+    for every material (BadPriceParams if the size does not fit the kind)."""
+    return _measures(inputs, size_delta_mm(inputs.rule, inputs.kind, size))
+
+
+def quote(
+    request: PriceRequest, inputs: PriceInputs, measures: mesh.Measures | None = None
+) -> Quote:
+    """The price of `request` from its rows (CPU work: decode, resize and measure the mesh;
+    `measures`, from `measure` of the same model and size, saves it)."""
     rule = inputs.rule
-    measures = _measures(inputs, size_delta_mm(rule, inputs.kind, request.size))
+    if measures is None:
+        measures = measure(inputs, request.size)
     volume = Decimal(repr(measures.volume_mm3 / 1000)).quantize(Decimal("0.001"))
     surface = Decimal(repr(measures.surface_mm2 / 100)).quantize(_CENT)
     weight = (volume * inputs.density_g_cm3).quantize(Decimal("0.001"))

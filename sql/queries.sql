@@ -134,3 +134,12 @@ INSERT INTO orders (customer, model_id, material_id, quantity, params, total_pri
 VALUES (%(customer)s, %(model_id)s, %(material_id)s, %(quantity)s, %(params)s, %(total_price)s)
 RETURNING id, customer, model_id, material_id, quantity, params, total_price, status,
           created_at, updated_at;
+
+-- name: wb_prune_applied
+-- Forget applied entries that can never be delivered again: ids below the first entry still
+-- kept in the stream (compared as stream ids, milliseconds then sequence, not as text).
+DELETE FROM write_behind_applied
+WHERE CASE WHEN entry_id ~ '^[0-9]+-[0-9]+$'
+           THEN (split_part(entry_id, '-', 1)::numeric, split_part(entry_id, '-', 2)::numeric)
+                < (%(ms)s::numeric, %(seq)s::numeric)
+           ELSE false END;

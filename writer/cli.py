@@ -1,4 +1,5 @@
-"""`orders-writer`: run the write-behind writer, or report on its stream.
+"""`orders-writer`: run the write-behind writer, report on its stream, or handle its dead
+letters (writer.dead_letters).
 
 Exit codes: 0 success, 1 a server could not be reached or refused (including a Redis
 without persistence), 2 bad settings or usage.
@@ -23,6 +24,7 @@ from mescache.logs import configure_logging, redact
 from mescache.pending import GROUP
 from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
+from writer import dead_letters
 from writer.errors import WriterError
 from writer.settings import WriterSettings
 from writer.worker import Writer
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text)
+    dead_letters.register(sub)
     args = parser.parse_args(argv)
     try:
         settings = WriterSettings()  # type: ignore[call-arg]  # values come from the environment
@@ -87,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orders-writer: bad settings: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    command, _ = COMMANDS[args.command]
     try:
+        if args.command == "dead-letters":
+            return asyncio.run(dead_letters.run(settings, args))
+        command, _ = COMMANDS[args.command]
         return asyncio.run(command(settings))
     except KeyboardInterrupt:
         return 130

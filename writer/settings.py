@@ -42,6 +42,11 @@ class WriterSettings(CacheSettings):
     writer_trim_interval: float = Field(
         default=10.0, gt=0, description="how often applied entries are trimmed off the stream, s"
     )
+    writer_prune_lag: float = Field(
+        default=60.0,
+        ge=0,
+        description="applied entries are forgotten this long after they left the stream, s",
+    )
     # The listener's own variables: a pending status is removed only once that listener
     # has applied the commit (so the cache cannot serve the older status any more).
     cdc_mode: Literal["logical", "notify"] = Field(

@@ -22,7 +22,8 @@ entry that cannot be parsed, or one that fails WRITER_MAX_ATTEMPTS times for ano
 reason goes to the dead-letter stream with its reason.
 
 Settling: see writer.settle. Trimming: entries older than the oldest still pending (or
-than the last delivered) are trimmed off the stream now and then.
+than the last delivered) are trimmed off the stream now and then; the applied table then
+forgets the entries trimmed off (writer.prune).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from writer.apply import (
 )
 from writer.entries import StatusEntry, parse_entry, raw_fields
 from writer.errors import LockLost, MalformedEntry
+from writer.prune import AppliedPruner
 from writer.settings import WriterSettings
 from writer.settle import SettleQueue
 
@@ -88,6 +90,7 @@ class Writer:
         self.sealed_ttl = settings.ttl_order * 2
         self.applied = 0
         self.dead = 0
+        self.pruner = AppliedPruner(self.stream, settings.writer_prune_lag)
 
     async def run(self) -> None:
         """Until `stop` is set. Raises RedisNotDurable at once, and a connection error if
@@ -196,6 +199,7 @@ class Writer:
                 next_settle = time.monotonic() + cfg.writer_settle_poll
             if not entries and time.monotonic() >= next_trim:
                 await self._trim(redis)
+                await self.pruner.run(redis, conn)
                 next_trim = time.monotonic() + cfg.writer_trim_interval
 
     async def _take_over(self, redis: Redis) -> None:

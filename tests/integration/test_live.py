@@ -263,3 +263,28 @@ async def test_the_live_endpoints_are_for_operators(
     for path in ("/events", "/stats"):
         assert (await anonymous_client.get(path)).status_code == 401
         assert (await anonymous_client.get(path, headers=client_key)).status_code == 403
+
+
+async def test_stats_shows_the_lag_without_any_page_on_events(
+    logical_listener: InProcessListener, client: httpx.AsyncClient, database_url: str
+) -> None:
+    """A process no dashboard streams from still reports the lag once /stats was asked."""
+    first = (await client.get("/stats")).json()
+    assert first["pages"] == 0
+    assert first["invalidation_lag_ms"] is None  # nothing announced since
+
+    async def following() -> bool:
+        return bool((await client.get("/stats")).json()["live"])
+
+    await eventually(following, "the change feed followed after /stats")
+    order_id = await order_with_status(database_url, "new")
+    dba(database_url, f"UPDATE orders SET quantity = quantity + 1 WHERE id = {order_id}")
+
+    async def lag_shown() -> bool:
+        return (await client.get("/stats")).json()["invalidation_lag_ms"] is not None
+
+    await eventually(lag_shown, "the invalidation lag in /stats")
+    stats = (await client.get("/stats")).json()
+    assert 0 <= stats["invalidation_lag_ms"] < 60_000
+    assert stats["last_lsn"]
+    assert stats["pages"] == 0

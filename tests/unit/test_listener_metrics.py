@@ -59,3 +59,27 @@ def test_registries_are_per_daemon() -> None:
     first.received += 5
     assert samples(first)["cdc_listener_changes_received_total"] == 5
     assert samples(second)["cdc_listener_changes_received_total"] == 0
+
+
+def test_stale_finds_are_counted_by_kind_from_zero() -> None:
+    metrics = ListenerMetrics("logical", "orders_cache")
+    before = samples_by_kind(metrics)
+    assert before["order"] == 0
+    assert before["dashboard"] == 0
+    assert "probe" not in before  # a probe key holds no database value
+    metrics.stale("order")
+    metrics.stale("order")
+    assert samples_by_kind(metrics)["order"] == 2
+    assert "cdc_listener_write_behind_dead_letters" not in samples(metrics)  # not polled yet
+    metrics.dead_letters = 3
+    assert samples(metrics)["cdc_listener_write_behind_dead_letters"] == 3
+
+
+def samples_by_kind(metrics: ListenerMetrics) -> dict[str, float]:
+    text = metrics.exposition().decode()
+    return {
+        s.labels["kind"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "cdc_listener_stale_keys_found_total"
+    }
