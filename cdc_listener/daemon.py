@@ -1,7 +1,7 @@
 """`cdc-listener run`: wires the source, the applier and Redis, and keeps them running.
 
-Retryable failures (a lost connection to PostgreSQL or Redis, a slot held by another
-listener) are retried with jittered backoff, each time from the slot's confirmed position
+Retryable failures (a lost or silent connection to PostgreSQL or Redis, a slot held by
+another listener) are retried with jittered backoff, each time from the slot's confirmed position
 or the outbox, which is exactly where nothing is lost. A standby is simply a listener whose
 slot is held: it retries every CDC_STANDBY_RETRY seconds and takes over when the holder
 dies. Anything else (a message we cannot decode, a bad setting) ends the process loudly.
@@ -27,6 +27,7 @@ from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
+from cdc_listener.slot import Walsender
 from mescache import heap
 from mescache.db import make_pool
 from mescache.keys import KeySchema
@@ -50,6 +51,7 @@ async def run(
     own process, not for one that embeds it (tests)."""
     stop = stop or asyncio.Event()
     metrics = metrics or ListenerMetrics(settings.cdc_mode, settings.cdc_slot)
+    metrics.liveness = settings.cdc_liveness_timeout
     loop = asyncio.get_running_loop()
     if signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -89,16 +91,27 @@ async def _follow(
     """Run a source until `stop`, starting a new one after every retryable failure."""
     backoff = 0.5
     ever_ready = False
+    own: Walsender | None = None  # the walsender of our last stream, which may linger
     while not stop.is_set():
         source: LogicalSource | NotifySource = (
             LogicalSource(
-                settings, applier, applier.store, applier.keys, publisher, metrics=metrics
+                settings,
+                applier,
+                applier.store,
+                applier.keys,
+                publisher,
+                metrics=metrics,
+                previous=own,
             )
             if settings.cdc_mode == "logical"
             else NotifySource(settings, applier, publisher, metrics)
         )
         try:
-            await _run_source(source, stop, metrics)
+            try:
+                await _run_source(source, stop, metrics)
+            finally:
+                if isinstance(source, LogicalSource) and source.walsender is not None:
+                    own = source.walsender
             ever_ready = True
             backoff = 0.5
         except SlotInUse:
