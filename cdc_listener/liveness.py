@@ -12,9 +12,15 @@ mescache.db.liveness_params.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
 
 from cdc_listener.errors import StreamSilent
 
@@ -25,13 +31,40 @@ PROBE_SHARE = 1 / 3
 
 
 @asynccontextmanager
-async def bounded(seconds: float, what: str) -> AsyncIterator[None]:
-    """Raise StreamSilent (retryable) if the body takes longer than `seconds`."""
+async def bounded(
+    seconds: float, what: str, conn: psycopg.AsyncConnection[Any]
+) -> AsyncIterator[None]:
+    """Raise StreamSilent (retryable) if the body, working on `conn`, takes longer than
+    `seconds`. The connection is severed rather than the task cancelled: cancelling a
+    query makes psycopg ask the server to cancel it and wait seconds more for an answer
+    that a silent server never sends; a severed socket ends the wait at once."""
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        sever(conn)
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
     try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise StreamSilent(f"{what}: no answer from the server in {seconds:g} s") from None
+        yield
+    except psycopg.OperationalError:
+        if fired:
+            raise StreamSilent(f"{what}: no answer from the server in {seconds:g} s") from None
+        raise
+    finally:
+        timer.cancel()
+    if fired:
+        raise StreamSilent(f"{what}: no answer from the server in {seconds:g} s")
+
+
+def sever(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Shut the connection's socket down: every wait on it ends, the descriptor stays
+    valid for the event loop until the connection is closed."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        fd = conn.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as dup:
+            dup.shutdown(socket.SHUT_RDWR)
 
 
 def application_name(slot: str) -> str:

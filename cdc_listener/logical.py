@@ -115,8 +115,8 @@ class LogicalSource:
         flush the namespace if the stream had a gap."""
         # Creating a slot waits for the transactions running on the server: a longer bound.
         async with (
-            bounded(self._liveness * 6, "preparing the slot"),
             await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
+            bounded(self._liveness * 6, "preparing the slot", conn),
         ):
             await check_wal_level(conn)
             created = await ensure_slot(conn, self.settings.cdc_slot)
@@ -178,8 +178,8 @@ class LogicalSource:
         should the connection go silent (a replication connection cannot ask its pid)."""
         try:
             async with (
-                bounded(self._liveness, "finding our walsender"),
                 await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
+                bounded(self._liveness, "finding our walsender", conn),
             ):
                 self.walsender = await find_walsender(conn, name)
         except (psycopg.Error, StreamSilent) as exc:
@@ -197,8 +197,8 @@ class LogicalSource:
             await asyncio.sleep(interval)
             try:
                 async with (
-                    bounded(self._liveness, "heartbeat"),
                     await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
+                    bounded(self._liveness, "heartbeat", conn),
                 ):
                     await conn.execute(
                         "SELECT pg_logical_emit_message(false, 'orders_cache.heartbeat', '')"

@@ -18,7 +18,7 @@ from devtools.faultproxy import FaultProxy
 from mescache.devstack import free_port
 from tests.conftest import Servers
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
-from tests.integration.test_listener import dba, order_with_status
+from tests.integration.test_listener import dba, install_notify, order_with_status
 
 LIVENESS = 3.0
 
@@ -154,3 +154,35 @@ async def test_a_silent_listener_never_ends_another_listeners_live_stream(
         await eventually(fresh, "the live listener applies changes")
     finally:
         await asyncio.gather(silent.close(), live.close())
+
+
+async def test_notify_mode_notices_silent_connections_and_catches_up(
+    client: httpx.AsyncClient, pg_proxy: FaultProxy, database_url: str, redis_url: str
+) -> None:
+    install_notify(database_url)
+    port = free_port()
+    settings = proxied_settings(
+        pg_proxy, database_url, redis_url, cdc_mode="notify", metrics_port=port
+    )
+    listener = InProcessListener(settings)
+    await listener.start()
+    readyz = f"http://127.0.0.1:{port}/readyz"
+    try:
+        async with httpx.AsyncClient() as http:
+            order_id = await order_with_status(database_url, "new")
+            await cached_status(client, order_id)
+            pg_proxy.black_hole_existing()  # the LISTEN and the outbox connections alike
+            dba(database_url, f"UPDATE orders SET status = 'cancelled' WHERE id = {order_id}")
+            seen: list[tuple[int, str]] = []
+
+            async def fresh() -> bool:
+                ready = (await http.get(readyz)).status_code
+                status, _ = await cached_status(client, order_id)
+                seen.append((ready, status))
+                return status == "cancelled"
+
+            await eventually(fresh, "the cache fresh again", within=4 * LIVENESS)
+            assert (503, "new") in seen
+        assert listener.metrics.reconnects >= 1
+    finally:
+        await listener.close()
