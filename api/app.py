@@ -120,7 +120,9 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 await redis.aclose()
                 raise
             pending = PendingWrites(redis, keys)
-        pool = make_pool(cfg.database_url, cfg.pool_min_size, cfg.pool_max_size, "api")
+        pool = make_pool(
+            cfg.database_url, cfg.pool_min_size, cfg.pool_max_size, "api", cfg.db_timeout
+        )
         await pool.open(wait=False)
         breaker = RedisBreaker(cfg.redis_retry_after)
         store = RedisStore(redis)

@@ -59,7 +59,11 @@ async def run(
     redis = make_redis(settings.redis_url, max(settings.redis_timeout, 5.0), 8)
     keys = KeySchema(settings.key_prefix)
     store = RedisStore(redis)
-    pool = make_pool(settings.database_url, 0, 2, "cdc-listener") if settings.cdc_refresh else None
+    pool = (
+        make_pool(settings.database_url, 0, 2, "cdc-listener", settings.cdc_liveness_timeout)
+        if settings.cdc_refresh
+        else None
+    )
     if pool is not None:
         await pool.open(wait=False)
     applier = Applier(store, keys, settings, settings.cdc_refresh, pool)

@@ -12,10 +12,7 @@ mescache.db.liveness_params.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import psycopg
 
 from cdc_listener.errors import StreamSilent
+from mescache.db import sever
 
 # The stream asks for a reply after this share of the bound without hearing anything, and
 # again after each further share: a healthy server answers within milliseconds, so two
@@ -38,7 +36,7 @@ async def bounded(
     `seconds`. The connection is severed rather than the task cancelled: cancelling a
     query makes psycopg ask the server to cancel it and wait seconds more for an answer
     that a silent server never sends; a severed socket ends the wait at once."""
-    fired = False
+    fired = False  # severed by us: the error it causes means "silent"
 
     def expire() -> None:
         nonlocal fired
@@ -56,15 +54,6 @@ async def bounded(
         timer.cancel()
     if fired:
         raise StreamSilent(f"{what}: no answer from the server in {seconds:g} s")
-
-
-def sever(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Shut the connection's socket down: every wait on it ends, the descriptor stays
-    valid for the event loop until the connection is closed."""
-    with contextlib.suppress(OSError, psycopg.Error):
-        fd = conn.pgconn.socket
-        with socket.socket(fileno=os.dup(fd)) as dup:
-            dup.shutdown(socket.SHUT_RDWR)
 
 
 def application_name(slot: str) -> str:

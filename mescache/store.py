@@ -197,15 +197,18 @@ class Commands:
 
 
 def make_redis(url: str, timeout: float, max_connections: int) -> Redis:
-    """A client whose calls fail fast: the caller decides what a failure means."""
+    """A client whose calls fail fast: the caller decides what a failure means. A call
+    that timed out drops its connection (redis-py disconnects on a timeout), so a silent
+    connection is never reused; TCP keepalives let the kernel notice idle dead ones."""
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         # Under load, wait for a free connection rather than fail; a long wait means a
         # slow Redis, which is a failure like any other.
-        timeout=timeout * 4,
+        timeout=timeout * 2,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        socket_keepalive=True,
         # No retries: one failing call trips the API's breaker instead of tripling the wait.
         retry=Retry(NoBackoff(), 0),
     )
