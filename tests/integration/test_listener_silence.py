@@ -1,7 +1,8 @@
-"""The listener's replication stream black-holed (no FIN, no RST, nothing answered): it
-notices within its liveness bound, turns not ready, takes the slot back from its own
-lingering walsender and makes the cache fresh again, and never ends another listener's
-live stream."""
+"""The listener with a silent peer (no FIN, no RST, nothing answered; through the fault
+proxy). PostgreSQL silent: it notices within its liveness bound, turns not ready, takes
+the slot back from its own lingering walsender and makes the cache fresh again, and never
+ends another listener's live stream; the same for notify mode's connections. Redis
+silent: nothing is confirmed past unapplied work, and it catches up once Redis answers."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from collections.abc import AsyncIterator
 import httpx
 import psycopg
 import pytest
+import redis.asyncio
 
 from cdc_listener.settings import ListenerSettings
 from devtools.faultproxy import FaultProxy
 from mescache.devstack import free_port
+from mescache.keys import KeySchema
 from tests.conftest import Servers
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
 from tests.integration.test_listener import dba, install_notify, order_with_status
+from tests.integration.test_listener_redis_down import confirmed_position
 
 LIVENESS = 3.0
 
@@ -186,3 +190,50 @@ async def test_notify_mode_notices_silent_connections_and_catches_up(
         assert listener.metrics.reconnects >= 1
     finally:
         await listener.close()
+
+
+@pytest.mark.parametrize("mode", ["logical", "notify"])
+async def test_with_redis_silent_nothing_is_confirmed_past_unapplied_work(
+    servers: Servers, database_url: str, redis_url: str, mode: str
+) -> None:
+    if mode == "notify":
+        install_notify(database_url)
+    key = KeySchema("").order(1).name
+    async with (
+        FaultProxy("127.0.0.1", servers.redis.port) as redis_proxy,
+        redis.asyncio.Redis.from_url(redis_url) as r,
+    ):
+        settings = listener_settings(
+            database_url, redis_proxy.url_for(redis_url), cdc_mode=mode, cdc_liveness_timeout=3
+        )
+        listener = InProcessListener(settings)
+        await listener.start()
+        try:
+            await r.set(key, b"cached before the change")
+            redis_proxy.black_hole()
+            dba(database_url, "UPDATE orders SET quantity = quantity + 1 WHERE id = 1")
+            _, committed = confirmed_position(database_url, mode, settings.cdc_slot)
+
+            async def failed_once() -> bool:
+                return listener.metrics.reconnects >= 1
+
+            # The apply timed out on the silent Redis: the listener retries, and nothing
+            # past the change was confirmed meanwhile.
+            await eventually(failed_once, "the listener gives up on the silent redis")
+            confirmed, _ = confirmed_position(database_url, mode, settings.cdc_slot)
+            assert confirmed < committed if mode == "logical" else confirmed < 0
+            assert await r.exists(key) == 1
+            assert not listener.metrics.ready
+            assert listener.task is not None
+            assert not listener.task.done()
+
+            redis_proxy.heal()
+
+            async def caught_up() -> bool:
+                confirmed, _ = confirmed_position(database_url, mode, settings.cdc_slot)
+                done = confirmed >= committed if mode == "logical" else confirmed == 0
+                return done and await r.exists(key) == 0
+
+            await eventually(caught_up, "the change applied and confirmed", within=40)
+        finally:
+            await listener.close()
