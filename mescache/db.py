@@ -36,6 +36,18 @@ def sever(conn: AsyncConnection[Any]) -> None:
         dup.shutdown(socket.SHUT_RDWR)
 
 
+@asynccontextmanager
+async def severed_after(conn: AsyncConnection[Any], seconds: float) -> AsyncIterator[None]:
+    """Sever `conn` if the body takes longer than `seconds`: a query waiting on a silent
+    server then fails at once (OperationalError), and the connection is good for nothing
+    but closing."""
+    timer = asyncio.get_running_loop().call_later(seconds, sever, conn)
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 class _BoundedPool(AsyncConnectionPool[AsyncConnection[Any]]):
     """A pool whose connections are severed when borrowed for longer than `deadline`
     seconds, and whose health check gets the same bound."""
@@ -48,20 +60,13 @@ class _BoundedPool(AsyncConnectionPool[AsyncConnection[Any]]):
         self,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> AsyncIterator[AsyncConnection[Any]]:
-        async with super().connection(timeout) as conn:
-            timer = asyncio.get_running_loop().call_later(self.deadline, sever, conn)
-            try:
-                yield conn
-            finally:
-                timer.cancel()
+        async with super().connection(timeout) as conn, severed_after(conn, self.deadline):
+            yield conn
 
 
 async def _bounded_check(conn: AsyncConnection[Any], deadline: float) -> None:
-    timer = asyncio.get_running_loop().call_later(deadline, sever, conn)
-    try:
+    async with severed_after(conn, deadline):
         await AsyncConnectionPool.check_connection(conn)
-    finally:
-        timer.cancel()
 
 
 # Reads are single statements: autocommit keeps no connection idle in a transaction.
