@@ -126,7 +126,14 @@ async def _follow(
             ever_ready = ever_ready or source.ready
             if not ever_ready:
                 raise  # misconfigured or unreachable from the start: say so and exit
+            if source.ready:
+                backoff = 0.5  # it streamed: a new failure, not the same one again
             metrics.reconnects += 1
+            if isinstance(exc, RedisError):
+                # Connections opened before the failure may be as silent as the one that
+                # timed out: open new ones rather than wait out a timeout on each.
+                with contextlib.suppress(RedisError, OSError):
+                    await applier.store.redis.connection_pool.disconnect(inuse_connections=False)
             log.warning(
                 "source failed, reconnecting",
                 extra={"slot": settings.cdc_slot, "retry_in": round(backoff, 2), "error": str(exc)},

@@ -117,6 +117,10 @@ def make_pool(
             kwargs=_SESSION,
             check=lambda conn: _bounded_check(conn, deadline),
             timeout=deadline,
+            # Reconnection backs off exponentially without a cap until this runs out; then
+            # the pool grows again on demand from a fresh first attempt. Short, so a server
+            # silent for a while is used again soon after it answers.
+            reconnect_timeout=max(5.0, 3 * deadline),
         )
         pool.deadline = deadline
         return pool
