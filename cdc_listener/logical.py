@@ -26,7 +26,7 @@ from collections import deque
 
 import psycopg
 
-from cdc_listener.apply import Applier, Batch
+from cdc_listener.apply import Applier, Batch, merge_batches
 from cdc_listener.changes import RelationCache, RowImages, changes_of
 from cdc_listener.errors import ListenerError, StreamSilent
 from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
@@ -355,7 +355,7 @@ class LogicalSource:
             return
         self._batch = Batch()
         sent = Applied()
-        for merged in _merge([*repeat, batch], self.settings.cdc_max_keys):
+        for merged in merge_batches([*repeat, batch], self.settings.cdc_max_keys):
             sent += await self.applier.apply(merged)
         batch.first_applied(time.time())
         self.metrics.batch_applied(batch.changes, batch.commits, batch.lag, sent)
@@ -407,33 +407,6 @@ class LogicalSource:
         if isinstance(message, Update) and message.old is not None:
             for old_id in _ids(message.old, relation) - {image["id"]}:
                 txn.images[old_id] = None  # the id itself changed: the old key goes
-
-
-def _merge(batches: list[Batch], max_keys: int) -> list[Batch]:
-    """Consecutive batches merged in order (a later image wins), each merge staying within
-    `max_keys` order keys. A batch that is still to be rechecked is never changed."""
-    groups: list[list[Batch]] = []
-    size = 0
-    for batch in batches:
-        if not batch.commits:
-            continue
-        keys = len(batch.touched.orders)
-        if groups and size + keys <= max_keys:
-            groups[-1].append(batch)
-            size += keys
-        else:
-            groups.append([batch])
-            size = keys
-    merged: list[Batch] = []
-    for group in groups:
-        if len(group) == 1:
-            merged.append(group[0])
-            continue
-        combined = Batch()
-        for batch in group:
-            combined.merge(batch)
-        merged.append(combined)
-    return merged
 
 
 def _ids(row: tuple[object, ...], relation: Relation) -> set[int]:
