@@ -217,7 +217,8 @@ class LogicalSource:
         self._sent = -1
         self._reported = 0.0
         self._next_status = 0.0
-        self._probed = 0.0
+        self._probed = 0.0  # when a reply was last requested
+        self._asked: float | None = None  # the first request not answered yet
         stream = self._stream
         collect = self._collect
         heard = False
@@ -268,21 +269,36 @@ class LogicalSource:
         """Data, or None when a status report, a recheck or a request for a reply is due
         or we must stop. Raises StreamSilent when the server stayed silent too long."""
         now = time.monotonic()
+        share = self._liveness * PROBE_SHARE
+        if now - self.metrics.heard_at >= share:
+            # Quiet, or busy elsewhere (a slow Redis round trip): what waits in the socket
+            # meanwhile was heard too.
+            data = self._stream.read_nowait()
+            if data is not None:
+                self.metrics.heard()
+                return data
         self.metrics.check()
         heard_at = self.metrics.heard_at
-        if now - heard_at >= self._liveness:
+        if self._asked is not None and heard_at >= self._asked:
+            self._asked = None  # answered
+        # Dead only when asked and unanswered: a loop busy elsewhere (a slow Redis) that
+        # heard nothing because it asked nothing is not a silent server.
+        deadline = float("inf") if self._asked is None else self._asked + self._liveness - share
+        if now >= deadline:
             self.metrics.silences += 1
             raise StreamSilent(
                 f"nothing from the server for {now - heard_at:.1f} s although replies were"
                 " requested"
             )
-        share = self._liveness * PROBE_SHARE
         probe_at = max(heard_at, self._probed) + share
         if now >= probe_at:
+            if self._asked is None:
+                self._asked = now
+                deadline = now + self._liveness - share
             self._probed = now
             probe_at = now + share
             await self._report(force=True, reply=True)
-        wake = min(self._next_status, probe_at, heard_at + self._liveness)
+        wake = min(self._next_status, probe_at, deadline)
         if self._rechecks:
             wake = min(wake, self._rechecks[0][0] + _RECHECK_SLACK)
         return await self._stream.read(max(0.0, wake - time.monotonic()), self._stopping)

@@ -237,3 +237,38 @@ async def test_with_redis_silent_nothing_is_confirmed_past_unapplied_work(
             await eventually(caught_up, "the change applied and confirmed", within=40)
         finally:
             await listener.close()
+
+
+async def test_a_slow_redis_round_trip_is_not_a_silent_stream(
+    servers: Servers, database_url: str, redis_url: str
+) -> None:
+    """An apply that takes longer than the liveness bound (nothing read from the stream
+    meanwhile, nothing asked) does not make the stream look dead."""
+    key = KeySchema("").order(1).name
+    async with (
+        FaultProxy("127.0.0.1", servers.redis.port) as redis_proxy,
+        redis.asyncio.Redis.from_url(redis_url) as r,
+    ):
+        settings = listener_settings(
+            database_url,
+            redis_proxy.url_for(redis_url),
+            cdc_liveness_timeout=1,  # the least: a round trip past it is soon had
+            cdc_recheck_delay=0,
+        )
+        listener = InProcessListener(settings)
+        await listener.start()
+        try:
+            await r.set(key, b"cached before the change")
+            redis_proxy.set_latency(0.6)  # each way: a round trip past the bound
+            dba(database_url, "UPDATE orders SET quantity = quantity + 1 WHERE id = 1")
+
+            async def invalidated() -> bool:
+                return await r.exists(key) == 0
+
+            await eventually(invalidated, "the change applied", within=30)
+            redis_proxy.set_latency(0)
+            await asyncio.sleep(1.5)  # past the bound: a wrong verdict would show by now
+            assert listener.metrics.silences == 0
+            assert listener.metrics.reconnects == 0
+        finally:
+            await listener.close()
