@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -34,7 +35,7 @@ from mescache.db import Pool, make_pool
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
 from mescache.pending import PendingWrites
-from mescache.redisconn import make_redis
+from mescache.redisconn import is_cluster, make_redis
 from mescache.store import RedisStore
 from mescache.warm import warm
 
@@ -114,6 +115,21 @@ async def _shutdown(ctx: AppContext, provisioning: asyncio.Task[None] | None) ->
     await ctx.pool.close()
 
 
+def _drop_idle_connections(redis: Redis, tasks: set[asyncio.Task[None]]) -> None:
+    """After a Redis failure, close the pool's idle connections: opened before the failure,
+    they may be as silent as the one that timed out (new ones are opened on demand)."""
+
+    async def drop() -> None:
+        if is_cluster(redis):  # a cluster reloads its slot map and reconnects by itself
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await redis.connection_pool.disconnect(inuse_connections=False)
+
+    task = asyncio.get_running_loop().create_task(drop())
+    tasks.add(task)  # held until done: the loop keeps only weak references
+    task.add_done_callback(tasks.discard)
+
+
 def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False) -> FastAPI:
     """The app; settings default to the environment, read when the app starts.
     `settle_heap` tunes the garbage collector once started (mescache.heap): for a served
@@ -133,9 +149,14 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 await redis.aclose()
                 raise
             pending = PendingWrites(redis, keys)
-        pool = make_pool(cfg.database_url, cfg.pool_min_size, cfg.pool_max_size, "api")
+        dropping: set[asyncio.Task[None]] = set()
+        pool = make_pool(
+            cfg.database_url, cfg.pool_min_size, cfg.pool_max_size, "api", cfg.db_timeout
+        )
         await pool.open(wait=False)
-        breaker = RedisBreaker(cfg.redis_retry_after)
+        breaker = RedisBreaker(
+            cfg.redis_retry_after, on_failure=lambda: _drop_idle_connections(redis, dropping)
+        )
         store = RedisStore(redis)
         bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
         feed = change_feed(cfg.redis_url, keys.changes_channel(), cfg.redis_timeout)

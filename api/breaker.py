@@ -3,6 +3,10 @@
 A down or slow Redis must not cost every request a socket timeout. The breaker opens on a
 failure; after `retry_after` it lets a single request probe Redis (the others still skip
 it) and closes when that probe succeeds.
+
+A silent Redis (a flow a firewall forgot) times out on every connection opened before it
+went silent, one call at a time: each failure calls `on_failure` (the app drops the idle
+connections of its pool), so the connections the next requests get are new ones.
 """
 
 from __future__ import annotations
@@ -17,9 +21,15 @@ log = logging.getLogger("api.redis")
 class RedisBreaker:
     """Decides per request whether to use Redis; counts failures and bypassed reads."""
 
-    def __init__(self, retry_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        retry_after: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.retry_after = retry_after
         self._clock = clock
+        self._on_failure = on_failure
         self._open_until = 0.0
         self._tripped = False
         self.failures = 0
@@ -49,6 +59,8 @@ class RedisBreaker:
             )
         self._tripped = True
         self._open_until = self._clock() + self.retry_after
+        if self._on_failure is not None:
+            self._on_failure()
 
     def succeeded(self) -> None:
         if self._tripped:

@@ -5,13 +5,19 @@ process, the listener as a process this module supervises and restarts like syst
 (Restart=always, RestartSec=1). Concurrent API readers, API writers and raw-SQL writers
 run throughout (bench.soak_load). The faults, in turn: kill -9 of the listener, a Redis
 restart (empty), a PostgreSQL restart, the slot dropped under the listener (its walsender
-terminated, the slot dropped: the listener must recreate it and flush the namespace).
+terminated, the slot dropped: the listener must recreate it and flush the namespace), and
+the silent ones, through fault proxies (devtools.faultproxy) between the processes and the
+servers: the listener's replication stream black-holed (its flows stay dead, as when a
+firewall forgets them: the listener must notice and take its slot back), Redis black-holed
+for the API and the listener, and PostgreSQL black-holed for the API (each for `hold`
+seconds, every connection silent, new ones too, then answering again).
 
 After each fault the stack must recover by itself: recovery is the first moment a change
 committed in PostgreSQL is seen invalidated in Redis end to end (the checker's probe) and
-the API answers a read. Load then runs on for `dwell` seconds and the checker runs with
-the load still on. At the end, after a quiet period, the checker must find 0 stale keys
-and every acknowledged write must be in PostgreSQL. Exit 0 only then.
+the API answers a read, counted from the fault (from its end, for those held). Load then
+runs on for `dwell` seconds and the checker runs with the load still on. At the end, after
+a quiet period, the checker must find 0 stale keys and every acknowledged write must be in
+PostgreSQL. Exit 0 only then.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import redis.asyncio
 from bench.soak_load import Load, lost_writes
 from cdc_listener.check import Checker
 from cdc_listener.probe import Prober
+from devtools.faultproxy import FaultProxy
 from mescache.db import make_pool
 from mescache.demo import load_demo_data
 from mescache.devstack import free_port, start_servers
@@ -44,7 +51,17 @@ from mescache.settings import CacheSettings
 
 TOKEN = "soak-operator-key-0123456789abcdef0123456789"  # noqa: S105  # a throwaway stack's key
 SLOT = "orders_cache"
-FAULTS = ("kill -9 listener", "restart redis", "restart postgresql", "drop the slot")
+FAULTS = (
+    "kill -9 listener",
+    "restart redis",
+    "restart postgresql",
+    "drop the slot",
+    "replication stream black-holed",
+    "redis black-holed",
+    "postgresql black-holed for the api",
+)
+# Faults held for `hold` seconds and then lifted; recovery counts from the lift.
+HELD = frozenset({"redis black-holed", "postgresql black-holed for the api"})
 
 
 @dataclass
@@ -130,30 +147,44 @@ class Supervisor:
 
 
 class Soak:
-    def __init__(self, workdir: Path, orders: int, dwell: float, quiet: float) -> None:
+    def __init__(
+        self, workdir: Path, orders: int, dwell: float, quiet: float, liveness: float
+    ) -> None:
         self.workdir, self.orders, self.dwell, self.quiet = workdir, orders, dwell, quiet
+        self.liveness = liveness
+        self.hold = max(2.0, min(dwell / 4, 10.0))
         self.keys = KeySchema()
 
     async def run(self) -> SoakReport:
         pg, rs = start_servers(self.workdir)
         api: subprocess.Popen[bytes] | None = None
         supervisor: Supervisor | None = None
+        # Each process reaches the servers through proxies of its own, so a fault can hit
+        # one process's flows alone; the checker, the prober and the load's raw SQL do not.
+        self.listener_pg = FaultProxy("127.0.0.1", pg.port)
+        self.api_pg = FaultProxy("127.0.0.1", pg.port)
+        self.redis_proxy = FaultProxy("127.0.0.1", rs.port)
+        proxies = (self.listener_pg, self.api_pg, self.redis_proxy)
         try:
+            for proxy in proxies:
+                await proxy.start()
             self.pg, self.rs = pg, rs
             self.url = pg.create_database("soak")
             apply_migrations(self.url)
             load_demo_data(self.url, orders=self.orders, models=24)
-            env = {
+            common = {
                 **os.environ,
-                "DATABASE_URL": self.url,
-                "REDIS_URL": rs.url(),
+                "REDIS_URL": self.redis_proxy.url_for(rs.url()),
                 "OPERATOR_API_KEY": TOKEN,
                 "CDC_SLOT": SLOT,
-                "PORT": str(free_port()),
+                "CDC_LIVENESS_TIMEOUT": str(self.liveness),
             }
-            api = _spawn_api(env)
-            self.base_url = f"http://127.0.0.1:{env['PORT']}"
-            supervisor = Supervisor(env)
+            port = free_port()
+            api = _spawn_api(
+                {**common, "DATABASE_URL": self.api_pg.url_for(self.url), "PORT": str(port)}
+            )
+            self.base_url = f"http://127.0.0.1:{port}"
+            supervisor = Supervisor({**common, "DATABASE_URL": self.listener_pg.url_for(self.url)})
             return await self._soak(supervisor)
         finally:
             if supervisor is not None:
@@ -162,6 +193,8 @@ class Soak:
                 api.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     api.wait(15)
+            for proxy in proxies:
+                await proxy.close()
             rs.stop()
             pg.stop("immediate")
 
@@ -179,6 +212,10 @@ class Soak:
             load.phase = fault
             started = time.monotonic()
             await self._inject(fault, supervisor)
+            if fault in HELD:
+                await asyncio.sleep(self.hold)
+                self._lift(fault)
+                started = time.monotonic()
             recovered = await self._recovery(started + 90)
             await asyncio.sleep(self.dwell)
             stale = await self._check(grace=3.0)
@@ -213,6 +250,19 @@ class Soak:
             await asyncio.to_thread(self._restart_postgres)
         elif fault == "drop the slot":
             await asyncio.to_thread(self._drop_slot)
+        elif fault == "replication stream black-holed":
+            # The listener's flows open now (its stream) stay dead; new ones pass.
+            self.listener_pg.black_hole_existing()
+        elif fault == "redis black-holed":
+            self.redis_proxy.black_hole()
+        elif fault == "postgresql black-holed for the api":
+            self.api_pg.black_hole()
+
+    def _lift(self, fault: str) -> None:
+        """New flows pass again; the black-holed ones stay dead until their owner gives
+        them up (as after a firewall that forgot them)."""
+        proxy = self.redis_proxy if fault == "redis black-holed" else self.api_pg
+        proxy.heal()
 
     def _restart_redis(self) -> None:
         self.rs.stop()
@@ -277,10 +327,11 @@ def _spawn_api(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def run_soak(orders: int, dwell: float, quiet: float) -> SoakReport:
+def run_soak(orders: int, dwell: float, quiet: float, liveness: float = 10.0) -> SoakReport:
+    """`liveness`: the listener's CDC_LIVENESS_TIMEOUT (the short soak takes less)."""
     workdir = Path(tempfile.mkdtemp(prefix="mescache-soak-"))
     try:
-        return asyncio.run(Soak(workdir, orders, dwell, quiet).run())
+        return asyncio.run(Soak(workdir, orders, dwell, quiet, liveness).run())
     finally:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
@@ -292,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--orders", type=int, default=20_000, help="demo orders to load")
     parser.add_argument("--quiet", type=float, default=3.0, help="quiet period at the end, s")
+    parser.add_argument(
+        "--liveness", type=float, default=10.0, help="the listener's CDC_LIVENESS_TIMEOUT, s"
+    )
     args = parser.parse_args(argv)
-    report = run_soak(args.orders, args.dwell, args.quiet)
+    report = run_soak(args.orders, args.dwell, args.quiet, args.liveness)
     print(report.summary())
     return 0 if report.passed else 1
 

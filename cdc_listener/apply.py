@@ -82,6 +82,33 @@ class Batch:
             self.images.clear()
 
 
+def merge_batches(batches: list[Batch], max_keys: int) -> list[Batch]:
+    """Consecutive batches merged in order (a later image wins), each merge staying within
+    `max_keys` order keys. A batch that is still to be rechecked is never changed."""
+    groups: list[list[Batch]] = []
+    size = 0
+    for batch in batches:
+        if not batch.commits:
+            continue
+        keys = len(batch.touched.orders)
+        if groups and size + keys <= max_keys:
+            groups[-1].append(batch)
+            size += keys
+        else:
+            groups.append([batch])
+            size = keys
+    merged: list[Batch] = []
+    for group in groups:
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        combined = Batch()
+        for batch in group:
+            combined.merge(batch)
+        merged.append(combined)
+    return merged
+
+
 class Applier:
     """Invalidates (or, for hot keys, refreshes) what a batch touched."""
 

@@ -1,7 +1,7 @@
 """`cdc-listener run`: wires the source, the applier and Redis, and keeps them running.
 
-Retryable failures (a lost connection to PostgreSQL or Redis, a slot held by another
-listener) are retried with jittered backoff, each time from the slot's confirmed position
+Retryable failures (a lost or silent connection to PostgreSQL or Redis, a slot held by
+another listener) are retried with jittered backoff, each time from the slot's confirmed position
 or the outbox, which is exactly where nothing is lost. A standby is simply a listener whose
 slot is held: it retries every CDC_STANDBY_RETRY seconds and takes over when the holder
 dies. Anything else (a message we cannot decode, a bad setting) ends the process loudly.
@@ -28,6 +28,7 @@ from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
+from cdc_listener.slot import Walsender
 from mescache import heap
 from mescache.db import make_pool
 from mescache.engine import require_supported
@@ -53,6 +54,7 @@ async def run(
     own process, not for one that embeds it (tests)."""
     stop = stop or asyncio.Event()
     metrics = metrics or ListenerMetrics(settings.cdc_mode, settings.cdc_slot)
+    metrics.liveness = settings.cdc_liveness_timeout
     loop = asyncio.get_running_loop()
     if signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,7 +63,7 @@ async def run(
     keys = KeySchema(settings.key_prefix)
     store = RedisStore(redis)
     # Refresh reads rows, and a material or pricing rule change reads the models' ids.
-    pool = make_pool(settings.database_url, 0, 2, "cdc-listener")
+    pool = make_pool(settings.database_url, 0, 2, "cdc-listener", settings.cdc_liveness_timeout)
     await pool.open(wait=False)
     applier = Applier(store, keys, settings, settings.cdc_refresh, pool)
     publisher = ChangePublisher(
@@ -96,16 +98,27 @@ async def _follow(
     """Run a source until `stop`, starting a new one after every retryable failure."""
     backoff = 0.5
     ever_ready = False
+    own: Walsender | None = None  # the walsender of our last stream, which may linger
     while not stop.is_set():
         source: LogicalSource | NotifySource = (
             LogicalSource(
-                settings, applier, applier.store, applier.keys, publisher, metrics=metrics
+                settings,
+                applier,
+                applier.store,
+                applier.keys,
+                publisher,
+                metrics=metrics,
+                previous=own,
             )
             if settings.cdc_mode == "logical"
             else NotifySource(settings, applier, publisher, metrics)
         )
         try:
-            await _run_source(source, stop, metrics)
+            try:
+                await _run_source(source, stop, metrics)
+            finally:
+                if isinstance(source, LogicalSource) and source.walsender is not None:
+                    own = source.walsender
             ever_ready = True
             backoff = 0.5
         except SlotInUse:
@@ -116,7 +129,13 @@ async def _follow(
             ever_ready = ever_ready or source.ready
             if not ever_ready:
                 raise  # misconfigured or unreachable from the start: say so and exit
+            if source.ready:
+                backoff = 0.5  # it streamed: a new failure, not the same one again
             metrics.reconnects += 1
+            if isinstance(exc, RedisError):
+                # Connections opened before the failure may be as silent as the one that
+                # timed out: open new ones rather than wait out a timeout on each.
+                await applier.store.drop_idle_connections()
             log.warning(
                 "source failed, reconnecting",
                 extra={"slot": settings.cdc_slot, "retry_in": round(backoff, 2), "error": str(exc)},

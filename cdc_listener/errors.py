@@ -19,3 +19,7 @@ class StreamEnded(ListenerError):
 
 class SourceUnavailable(ListenerError):
     """The database cannot serve this source (wal_level, missing outbox, privileges)."""
+
+
+class StreamSilent(StreamEnded):
+    """Nothing arrived from the server within the liveness bound: the connection is dead."""

@@ -9,6 +9,12 @@ work has completed, including the delayed second pass that closes the visibility
 a fill in that moment could read the old row; the second pass removes what it stored).
 Between transactions the keepalive's WAL end is confirmed too, so a slot on a database
 whose published tables are idle does not pin WAL.
+
+Liveness: when nothing arrives for a share of CDC_LIVENESS_TIMEOUT the status update asks
+the server for a reply; when nothing at all arrives within the bound the connection is
+dead (StreamSilent) and the daemon reconnects. The server may still believe the old
+walsender alive and hold the slot for it: the next source ends exactly that walsender
+(cdc_listener.slot.take_back), never another listener's.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from collections import deque
 
 import psycopg
 
-from cdc_listener.apply import Applier, Batch
+from cdc_listener.apply import Applier, Batch, merge_batches
 from cdc_listener.changes import RelationCache, RowImages, changes_of
-from cdc_listener.errors import ListenerError
+from cdc_listener.errors import ListenerError, StreamSilent
+from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import Applied, ListenerMetrics
 from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
 from cdc_listener.publish import ChangePublisher
@@ -36,8 +43,16 @@ from cdc_listener.replication import (
     standby_status,
 )
 from cdc_listener.settings import ListenerSettings
-from cdc_listener.slot import check_wal_level, ensure_slot, on_primary
+from cdc_listener.slot import (
+    Walsender,
+    check_wal_level,
+    ensure_slot,
+    find_walsender,
+    on_primary,
+    take_back,
+)
 from cdc_listener.transport import ReplicationStream
+from mescache.db import with_liveness
 from mescache.keys import KeySchema
 from mescache.orders import Order
 from mescache.rules import Touched, add_change
@@ -82,8 +97,16 @@ class LogicalSource:
         publisher: ChangePublisher,
         *,
         metrics: ListenerMetrics,
+        previous: Walsender | None = None,
     ) -> None:
+        """`previous`: the walsender of this process's last stream, ended if it still
+        holds the slot (its connection went silent, the server has not noticed yet)."""
         self.settings = settings
+        self.previous = previous
+        self.walsender: Walsender | None = None  # this source's own, once streaming
+        self._liveness = settings.cdc_liveness_timeout
+        # The slot lives on the primary: every connection here asks for one.
+        self._conninfo = with_liveness(on_primary(settings.database_url), self._liveness)
         self.applier = applier
         self.publisher = publisher
         self.store = store
@@ -96,12 +119,23 @@ class LogicalSource:
         self._images = RowImages()
 
     async def prepare(self) -> None:
-        """Create the slot if needed; flush the namespace if the stream had a gap."""
-        async with await psycopg.AsyncConnection.connect(
-            on_primary(self.settings.database_url), autocommit=True
-        ) as conn:
+        """Create the slot if needed, take it back from our own silent walsender, and
+        flush the namespace if the stream had a gap."""
+        # Creating a slot waits for the transactions running on the server: a longer bound.
+        async with (
+            await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
+            bounded(self._liveness * 6, "preparing the slot", conn),
+        ):
             await check_wal_level(conn)
             created = await ensure_slot(conn, self.settings.cdc_slot)
+            if self.previous is not None and await take_back(
+                conn, self.settings.cdc_slot, self.previous
+            ):
+                self.metrics.takebacks += 1
+                log.warning(
+                    "slot taken back from this listener's silent walsender",
+                    extra={"slot": self.settings.cdc_slot, "pid": self.previous.pid},
+                )
             row = await (
                 await conn.execute(
                     "SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text"
@@ -124,9 +158,13 @@ class LogicalSource:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prepare()
-        stream = await ReplicationStream.connect(on_primary(self.settings.database_url))
+        name = application_name(self.settings.cdc_slot)
+        stream = await ReplicationStream.connect(
+            on_primary(self.settings.database_url), name, self._liveness
+        )
         try:
             await stream.start(self.settings.cdc_slot, self.settings.cdc_publication)
+            await self._find_walsender(name)
             log.info(
                 "streaming from slot",
                 extra={"slot": self.settings.cdc_slot, "lsn": format_lsn(self.confirmed)},
@@ -145,6 +183,19 @@ class LogicalSource:
         finally:
             await stream.close()
 
+    async def _find_walsender(self, name: str) -> None:
+        """Remember the server's backend for our stream, to take the slot back from it
+        should the connection go silent (a replication connection cannot ask its pid)."""
+        try:
+            async with (
+                await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
+                bounded(self._liveness, "finding our walsender", conn),
+            ):
+                self.walsender = await find_walsender(conn, name)
+        except (psycopg.Error, StreamSilent) as exc:
+            # Without it a silent stream costs a wait for wal_sender_timeout, nothing more.
+            log.warning("could not find our walsender", extra={"error": str(exc)})
+
     async def _heartbeat(self) -> None:
         """Write a tiny WAL record now and then. The slot's restart position only moves
         when the server decodes new WAL past it; on a very quiet database this gives it
@@ -155,13 +206,14 @@ class LogicalSource:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.settings.database_url, autocommit=True
-                ) as conn:
+                async with (
+                    await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
+                    bounded(self._liveness, "heartbeat", conn),
+                ):
                     await conn.execute(
                         "SELECT pg_logical_emit_message(false, 'orders_cache.heartbeat', '')"
                     )
-            except psycopg.Error as exc:
+            except (psycopg.Error, StreamSilent) as exc:
                 # the stream itself will tell if the server is gone
                 log.warning("heartbeat failed", extra={"error": str(exc)})
 
@@ -175,11 +227,17 @@ class LogicalSource:
         self._sent = -1
         self._reported = 0.0
         self._next_status = 0.0
+        self._probed = 0.0  # when a reply was last requested
+        self._asked: float | None = None  # the first request not answered yet
         stream = self._stream
         collect = self._collect
+        heard = False
         while not stop.is_set():
             data = stream.read_nowait()
             if data is None:
+                if heard:
+                    self.metrics.heard()  # once per burst: the clock is not free
+                    heard = False
                 # Nothing more is waiting: what arrived is applied now (a burst becomes
                 # one round trip), and the rechecks that are due ride along.
                 await self._apply(time.monotonic())
@@ -187,6 +245,7 @@ class LogicalSource:
                 data = await self._wait_for_data()
                 if data is None:
                     continue
+            heard = True
             frame = parse_copy_data(data)
             if type(frame) is Keepalive:
                 await self._keepalive(frame)
@@ -217,13 +276,45 @@ class LogicalSource:
         )
 
     async def _wait_for_data(self) -> memoryview | None:
-        """Data, or None when a status report or a recheck is due or we must stop."""
-        wake = self._next_status
+        """Data, or None when a status report, a recheck or a request for a reply is due
+        or we must stop. Raises StreamSilent when the server stayed silent too long."""
+        now = time.monotonic()
+        share = self._liveness * PROBE_SHARE
+        if now - self.metrics.heard_at >= share:
+            # Quiet, or busy elsewhere (a slow Redis round trip): what waits in the socket
+            # meanwhile was heard too.
+            data = self._stream.read_nowait()
+            if data is not None:
+                self.metrics.heard()
+                return data
+        self.metrics.check()
+        heard_at = self.metrics.heard_at
+        if self._asked is not None and heard_at >= self._asked:
+            self._asked = None  # answered
+        # Dead only when asked and unanswered: a loop busy elsewhere (a slow Redis) that
+        # heard nothing because it asked nothing is not a silent server.
+        deadline = float("inf") if self._asked is None else self._asked + self._liveness - share
+        if now >= deadline:
+            self.metrics.silences += 1
+            raise StreamSilent(
+                f"nothing from the server for {now - heard_at:.1f} s although replies were"
+                " requested"
+            )
+        probe_at = max(heard_at, self._probed) + share
+        if now >= probe_at:
+            if self._asked is None:
+                self._asked = now
+                deadline = now + self._liveness - share
+            self._probed = now
+            probe_at = now + share
+            await self._report(force=True, reply=True)
+        wake = min(self._next_status, probe_at, deadline)
         if self._rechecks:
             wake = min(wake, self._rechecks[0][0] + _RECHECK_SLACK)
         return await self._stream.read(max(0.0, wake - time.monotonic()), self._stopping)
 
     async def _keepalive(self, frame: Keepalive) -> None:
+        self.metrics.server_lsn = max(self.metrics.server_lsn, frame.end)
         if self._txn is None and not self._batch.commits and not self._rechecks:
             # Everything sent before this keepalive is applied: its end is safe.
             self.confirmed = max(self.confirmed, frame.end)
@@ -231,6 +322,7 @@ class LogicalSource:
 
     async def _commit(self, message: Commit, sent_at: int) -> None:
         txn, self._txn = self._txn, None
+        self.metrics.server_lsn = max(self.metrics.server_lsn, message.end_lsn)
         # Both times are the server's clock. A commit sent long after it was made is visible
         # to every new snapshot by now: its second pass would only repeat the first.
         recent = sent_at - message.commit_time < self._recheck_us
@@ -253,9 +345,9 @@ class LogicalSource:
         if self._batch.commits >= self.settings.cdc_batch_commits:
             await self._apply(time.monotonic())
 
-    async def _report(self, force: bool = False) -> None:
+    async def _report(self, force: bool = False, reply: bool = False) -> None:
         """Confirm the position: when asked, every status interval, and soon after it
-        moved, but no more often than _REPORT_GAP."""
+        moved, but no more often than _REPORT_GAP. `reply` asks the server to answer."""
         now = time.monotonic()
         moved = self.confirmed != self._sent
         if not (force or now >= self._next_status):
@@ -265,7 +357,7 @@ class LogicalSource:
                 self._next_status = min(self._next_status, self._reported + _REPORT_GAP)
                 return
         await self._stream.send(
-            standby_status(self.confirmed, self.confirmed, self.confirmed, pg_now())
+            standby_status(self.confirmed, self.confirmed, self.confirmed, pg_now(), reply)
         )
         self._sent = self.confirmed
         self._reported = now
@@ -289,7 +381,7 @@ class LogicalSource:
             return
         self._batch = Batch()
         sent = Applied()
-        for merged in _merge([*repeat, batch], self.settings.cdc_max_keys):
+        for merged in merge_batches([*repeat, batch], self.settings.cdc_max_keys):
             sent += await self.applier.apply(merged)
         batch.first_applied(time.time())
         self.metrics.batch_applied(batch.changes, batch.commits, batch.lag, sent)
@@ -341,33 +433,6 @@ class LogicalSource:
         if isinstance(message, Update) and message.old is not None:
             for old_id in _ids(message.old, relation) - {image["id"]}:
                 txn.images[old_id] = None  # the id itself changed: the old key goes
-
-
-def _merge(batches: list[Batch], max_keys: int) -> list[Batch]:
-    """Consecutive batches merged in order (a later image wins), each merge staying within
-    `max_keys` order keys. A batch that is still to be rechecked is never changed."""
-    groups: list[list[Batch]] = []
-    size = 0
-    for batch in batches:
-        if not batch.commits:
-            continue
-        keys = len(batch.touched.orders)
-        if groups and size + keys <= max_keys:
-            groups[-1].append(batch)
-            size += keys
-        else:
-            groups.append([batch])
-            size = keys
-    merged: list[Batch] = []
-    for group in groups:
-        if len(group) == 1:
-            merged.append(group[0])
-            continue
-        combined = Batch()
-        for batch in group:
-            combined.merge(batch)
-        merged.append(combined)
-    return merged
 
 
 def _ids(row: tuple[object, ...], relation: Relation) -> set[int]:

@@ -8,13 +8,18 @@ of the replication connection.
 Readiness: the listener is ready once it streams from its slot (or, in notify mode,
 listens) and has applied what was pending when it started: every commit up to the WAL
 position current at start-up is confirmed (notify: the outbox was drained once). Until
-then the cache may still hold values changed while no listener ran.
+then the cache may still hold values changed while no listener ran. Ready means
+progressing, not connected: it is lost again while the server has been silent for half
+the liveness bound (the source asks for replies long before), and while the confirmed
+position has not moved for the whole bound although the server's WAL is past it (a
+stalled pipeline). :meth:`ListenerMetrics.check` logs each change in one line.
 
 Series (all prefixed ``cdc_listener_``): ``changes_received_total``,
 ``changes_applied_total``, ``transactions_applied_total``, ``keys_invalidated_total``,
 ``keys_refreshed_total``, ``families_invalidated_total``,
 ``commit_apply_lag_seconds``, ``confirmed_lsn``, ``slot_retained_wal_bytes``,
-``slot_lag_bytes``, ``outbox_backlog``, ``reconnects_total``, ``ready``,
+``slot_lag_bytes``, ``outbox_backlog``, ``reconnects_total``, ``silences_total``,
+``slot_takebacks_total``, ``silence_seconds``, ``stalled``, ``ready``,
 ``stale_keys_found_total{kind}`` (stale values a consistency check of this process found,
 one sample per value kind from the start, so an alert on it never sees a missing series),
 ``write_behind_dead_letters`` (the dead-letter stream's length, read with the slot's WAL).
@@ -23,7 +28,8 @@ one sample per value kind from the start, so an alert on it never sees a missing
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -63,7 +69,13 @@ class Applied:
 class ListenerMetrics:
     """Counters, gauges and readiness of one listener process."""
 
-    def __init__(self, mode: str, slot: str) -> None:
+    def __init__(
+        self,
+        mode: str,
+        slot: str,
+        liveness: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.mode = mode
         self.slot = slot
         self.registry = CollectorRegistry()
@@ -74,7 +86,15 @@ class ListenerMetrics:
         self.refreshed = 0
         self.families = 0
         self.reconnects = 0
+        self.silences = 0  # connections given up as silent
+        self.takebacks = 0  # times the slot was taken back from our own silent walsender
         self.confirmed_lsn = 0
+        self.liveness = liveness
+        self._clock = clock
+        self.heard_at = clock()  # when the server last sent anything (monotonic)
+        self.server_lsn = 0  # the server's WAL end, as the stream last told it
+        self._moved_at = clock()  # when the confirmed position last moved
+        self._kind: str | None = "down"  # what check() last saw
         self.retained_wal_bytes: int | None = None
         self.slot_lag_bytes: int | None = None
         self.outbox_backlog: int | None = None
@@ -95,7 +115,58 @@ class ListenerMetrics:
 
     @property
     def ready(self) -> bool:
-        return self.streaming and self.caught_up
+        return self.unready_reason() is None
+
+    def silence(self) -> float:
+        """Seconds since the server last sent anything (0 when not streaming)."""
+        return self._clock() - self.heard_at if self.streaming else 0.0
+
+    def stalled_for(self) -> float:
+        """Seconds the confirmed position has stood still behind the server's WAL."""
+        if not self.streaming or self.server_lsn <= self.confirmed_lsn:
+            return 0.0
+        return self._clock() - self._moved_at
+
+    def unready_reason(self) -> str | None:
+        problem = self._problem()
+        return None if problem is None else problem[1]
+
+    def _problem(self) -> tuple[str, str] | None:
+        """(kind, one line saying why) when not ready; None when ready."""
+        if not self.streaming:
+            return "down", "not streaming"
+        if not self.caught_up:
+            return "catching_up", "catching up with what was pending at start"
+        silent = self.silence()
+        if silent >= self.liveness / 2:
+            return "silent", f"server silent for {silent:.1f} s"
+        stalled = self.stalled_for()
+        if stalled >= self.liveness:
+            return "stalled", (
+                f"confirmed position {format_lsn(self.confirmed_lsn)} stalled for"
+                f" {stalled:.1f} s, server at {format_lsn(self.server_lsn)}"
+            )
+        return None
+
+    def check(self) -> None:
+        """Log when readiness is lost to silence or a stall, and when it comes back (the
+        other reasons are logged where they happen: connects, failures, catching up)."""
+        problem = self._problem()
+        kind = None if problem is None else problem[0]
+        was, self._kind = self._kind, kind
+        if kind == was:
+            return
+        if problem is not None and kind in ("silent", "stalled"):
+            log.warning(
+                "listener not ready",
+                extra={"slot": self.slot, "mode": self.mode, "reason": problem[1]},
+            )
+        elif kind is None and was in ("silent", "stalled"):
+            log.info("listener ready again", extra={"slot": self.slot, "mode": self.mode})
+
+    def heard(self) -> None:
+        """The server sent something: the connection is alive."""
+        self.heard_at = self._clock()
 
     def source_started(self, pending_lsn: int = 0) -> None:
         """A source streams (or listens); it is caught up once `pending_lsn` is confirmed
@@ -103,6 +174,8 @@ class ListenerMetrics:
         self.streaming = True
         self._pending_lsn = pending_lsn
         self.caught_up = False
+        self.heard_at = self._moved_at = self._clock()
+        self.server_lsn = max(self.server_lsn, pending_lsn)
 
     def source_lost(self) -> None:
         self.streaming = False
@@ -110,6 +183,8 @@ class ListenerMetrics:
 
     def confirmed(self, lsn: int) -> None:
         """The position the server has been told is flushed."""
+        if lsn != self.confirmed_lsn:
+            self._moved_at = self._clock()
         self.confirmed_lsn = lsn
         if self.streaming and not self.caught_up and lsn >= self._pending_lsn:
             self.caught_up = True
@@ -162,6 +237,10 @@ class _ScrapeTime(Collector):
             ("families_invalidated", "Tag-set families (status lists, prices) invalidated",
              m.families),
             ("reconnects", "Times the source failed and the listener reconnected", m.reconnects),
+            ("silences", "Connections to PostgreSQL given up because nothing arrived within"
+             " the liveness bound", m.silences),
+            ("slot_takebacks", "Times the slot was taken back from this listener's own"
+             " silent walsender", m.takebacks),
         )  # fmt: skip
         for name, text, value in counters:
             yield CounterMetricFamily(f"cdc_listener_{name}", text, value=value)
@@ -191,7 +270,20 @@ class _ScrapeTime(Collector):
             stale.add_metric([kind], found)
         yield stale
         yield GaugeMetricFamily(
+            "cdc_listener_silence_seconds",
+            "Seconds since the server last sent anything on the stream (LISTEN connection in"
+            " notify mode); the listener asks for replies, so more than a few means trouble",
+            value=m.silence(),
+        )
+        yield GaugeMetricFamily(
+            "cdc_listener_stalled",
+            "1 while the confirmed position has not moved for the liveness bound although"
+            " the server's WAL is past it",
+            value=1 if m.stalled_for() >= m.liveness else 0,
+        )
+        yield GaugeMetricFamily(
             "cdc_listener_ready",
-            "1 once streaming and caught up with what was pending at start",
+            "1 while streaming, caught up with what was pending at start, hearing from the"
+            " server and confirming progress",
             value=1 if m.ready else 0,
         )

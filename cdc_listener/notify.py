@@ -5,6 +5,12 @@ Delivery contract: at least once, nothing lost. Rows are taken in id order under
 FOR UPDATE SKIP LOCKED (two listeners never apply the same rows at once), applied to
 Redis, and deleted in the same transaction only after Redis succeeded. A NOTIFY is only a
 wake-up: the outbox is drained at least every CDC_NOTIFY_POLL seconds regardless.
+
+Liveness: a LISTEN connection that went silent delivers no notifies and says nothing, so
+after every wait the listener asks it a trivial query, and every query (on either
+connection) has CDC_LIVENESS_TIMEOUT to answer; a silent connection is dead (StreamSilent)
+and the daemon reconnects. Waits are at most a third of the bound, so a live server is
+heard from well within it.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import psycopg
 
 from cdc_listener.apply import Applier, Batch
 from cdc_listener.errors import SourceUnavailable
+from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
+from mescache.db import with_liveness
 from mescache.rules import Change, add_change
 
 log = logging.getLogger("cdc_listener.notify")
@@ -55,32 +63,43 @@ class NotifySource:
         self.publisher = publisher
         self.metrics = metrics
         self.ready = False
+        self._liveness = settings.cdc_liveness_timeout
+
+    def _conninfo(self) -> str:
+        return with_liveness(
+            self.settings.database_url,
+            self._liveness,
+            application_name=application_name("notify"),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         async with (
-            await psycopg.AsyncConnection.connect(
-                self.settings.database_url, autocommit=True
-            ) as listen_conn,
-            await psycopg.AsyncConnection.connect(
-                self.settings.database_url, autocommit=True
-            ) as work_conn,
+            await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as listen_conn,
+            await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as work_conn,
         ):
-            exists = await (
-                await work_conn.execute("SELECT to_regclass('cache_outbox')")
-            ).fetchone()
+            async with bounded(self._liveness, "checking the outbox", work_conn):
+                exists = await (
+                    await work_conn.execute("SELECT to_regclass('cache_outbox')")
+                ).fetchone()
             if exists is None or exists[0] is None:
                 raise SourceUnavailable(
                     "no cache_outbox table: apply sql/notify/outbox.sql"
                     " (cdc-listener install-notify) first"
                 )
-            await listen_conn.execute(f"LISTEN {CHANNEL}")
+            async with bounded(self._liveness, "LISTEN", listen_conn):
+                await listen_conn.execute(f"LISTEN {CHANNEL}")
             log.info("listening", extra={"mode": "notify", "channel": CHANNEL})
             self.ready = True
             self.metrics.source_started()
             while not stop.is_set():
                 await self.drain(work_conn)
                 self.metrics.drained()
+                self.metrics.check()
                 await self._wait(listen_conn, stop)
+                async with bounded(self._liveness, "the LISTEN connection", listen_conn):
+                    # Notifies prove nothing about a connection that may be silent: ask.
+                    await listen_conn.execute("SELECT 1")
+                self.metrics.heard()
             await self.drain(work_conn)
             log.info("listener stopped", extra={"mode": "notify"})
 
@@ -94,14 +113,15 @@ class NotifySource:
                 await task
 
     async def _next_notify(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        async for _ in conn.notifies(timeout=self.settings.cdc_notify_poll, stop_after=1):
+        wait = min(self.settings.cdc_notify_poll, self._liveness * PROBE_SHARE)
+        async for _ in conn.notifies(timeout=wait, stop_after=1):
             break
 
     async def drain(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Apply and delete every visible outbox row; returns how many."""
         total = 0
         while True:
-            async with conn.transaction():
+            async with bounded(self._liveness, "draining the outbox", conn), conn.transaction():
                 rows = await (
                     await conn.execute(
                         "SELECT id, created_at, table_name, op, old_id, new_id, old_status,"
@@ -111,6 +131,7 @@ class NotifySource:
                     )
                 ).fetchall()
                 if not rows:
+                    self.metrics.heard()
                     return total
                 self.metrics.received += len(rows)
                 batch = Batch()
@@ -126,6 +147,7 @@ class NotifySource:
                     "DELETE FROM cache_outbox WHERE id = ANY(%s)", [[r[0] for r in rows]]
                 )
             # Counted once the deletion committed: a failed commit re-applies the rows.
+            self.metrics.heard()
             self.metrics.batch_applied(len(rows), 0, batch.lag, done)
             self.publisher.announce(batch)
             total += len(rows)

@@ -45,6 +45,12 @@ class ListenerSettings(CacheSettings):
     cdc_standby_retry: float = Field(
         default=2.0, gt=0, description="how often a standby retries the held slot, s"
     )
+    cdc_liveness_timeout: float = Field(
+        default=10.0,
+        ge=1,
+        description="a connection to PostgreSQL on which nothing arrives this long (asked "
+        "for replies meanwhile) is dead: closed and reopened, s",
+    )
     cdc_notify_poll: float = Field(
         default=5.0, gt=0, description="drain the outbox at least this often, s"
     )

@@ -1,4 +1,5 @@
-"""The logical replication slot's lifecycle: create on first start, reuse, report, drop.
+"""The logical replication slot's lifecycle: create on first start, reuse, take back,
+report, drop.
 
 Slot management uses an ordinary connection and the SQL functions, so creating a slot
 (which waits for running transactions) never blocks the event loop.
@@ -9,12 +10,21 @@ with `sync_replication_slots` keeps a copy, and after its promotion the listener
 from that copy with nothing lost. A slot that is missing (PostgreSQL 15/16 after a
 failover, a copy never synchronised) or invalidated is (re)created, and the caller flushes
 the namespace: one test, :func:`ensure_slot`, covers a first start, a drop and a failover.
+
+Taking back: when a listener's replication connection goes silent it closes it, but the
+server may not learn of that until its wal_sender_timeout and keeps the slot held by the
+old walsender. The listener remembers its own walsender (pid and start time, found by the
+connection's unique application_name) and, reconnecting, ends exactly that backend if it
+still holds the slot. Any other holder is another listener's live stream, never ended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import psycopg
@@ -252,4 +262,54 @@ async def drop_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> bool:
         await conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
     except errors.UndefinedObject:
         return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Walsender:
+    """One backend serving a replication connection: a pid alone may be reused."""
+
+    pid: int
+    started: datetime
+
+
+async def find_walsender(
+    conn: psycopg.AsyncConnection[TupleRow], application_name: str
+) -> Walsender | None:
+    """The walsender of the replication connection opened with `application_name`."""
+    row = await (
+        await conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity"
+            " WHERE backend_type = 'walsender' AND application_name = %s",
+            [application_name],
+        )
+    ).fetchone()
+    return None if row is None else Walsender(row[0], row[1])
+
+
+async def take_back(
+    conn: psycopg.AsyncConnection[TupleRow], slot: str, own: Walsender, within: float = 5.0
+) -> bool:
+    """End `own` walsender if it still holds `slot`, and wait (up to `within` s) for the
+    slot to be free; True if it was ended. A slot held by anyone else is left alone."""
+    row = await (
+        await conn.execute(
+            "SELECT pg_terminate_backend(a.pid) FROM pg_replication_slots s"
+            " JOIN pg_stat_activity a ON a.pid = s.active_pid"
+            " WHERE s.slot_name = %s AND a.pid = %s AND a.backend_start = %s",
+            [slot, own.pid, own.started],
+        )
+    ).fetchone()
+    if row is None or not row[0]:
+        return False
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        held = await (
+            await conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", [slot]
+            )
+        ).fetchone()
+        if held is None or held[0] != own.pid:
+            break
+        await asyncio.sleep(0.02)
     return True

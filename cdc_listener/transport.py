@@ -10,13 +10,15 @@ cdc_listener.replication; this module only moves bytes.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import psycopg
 from psycopg import pq
 from psycopg.rows import TupleRow
 
-from cdc_listener.errors import ListenerError, SlotInUse, StreamEnded
+from cdc_listener.errors import ListenerError, SlotInUse, StreamEnded, StreamSilent
+from mescache.db import with_liveness
 
 _OBJECT_IN_USE = b"55006"
 
@@ -24,17 +26,25 @@ _OBJECT_IN_USE = b"55006"
 class ReplicationStream:
     """One replication connection in CopyBoth mode."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow], liveness: float) -> None:
         self._conn = conn
         self._pg = conn.pgconn
         self._pg.nonblocking = 1
+        self._liveness = liveness
 
     @classmethod
-    async def connect(cls, conninfo: str) -> ReplicationStream:
+    async def connect(
+        cls, conninfo: str, application_name: str, liveness: float
+    ) -> ReplicationStream:
+        """`application_name` names this connection's walsender on the server (unique per
+        connection, so the listener can find it again); `liveness` bounds every wait for
+        the server, here and in the kernel (keepalives, tcp_user_timeout)."""
         conn = await psycopg.AsyncConnection.connect(
-            conninfo, replication="database", autocommit=True
+            with_liveness(conninfo, liveness, application_name=application_name),
+            replication="database",
+            autocommit=True,
         )
-        return cls(conn)
+        return cls(conn, liveness)
 
     async def start(self, slot: str, publication: str) -> None:
         """START_REPLICATION from the slot's confirmed position (0/0 means "the slot's")."""
@@ -45,11 +55,14 @@ class ReplicationStream:
         )
         self._pg.send_query(command.encode())
         await self._flush()
+        deadline = time.monotonic() + self._liveness
         while True:
             self._pg.consume_input()
             if not self._pg.is_busy():
                 break
-            await self._wait(readable=True, within=None)
+            if time.monotonic() >= deadline:
+                raise StreamSilent(f"no answer to START_REPLICATION in {self._liveness:g} s")
+            await self._wait(readable=True, within=deadline - time.monotonic())
         result = self._pg.get_result()
         if result is None:
             raise StreamEnded("no answer to START_REPLICATION")
@@ -96,8 +109,13 @@ class ReplicationStream:
         await self._conn.close()
 
     async def _flush(self) -> None:
+        """Until libpq's output buffer is on the wire. A peer that stopped reading fills
+        the socket's buffer: past the liveness bound it counts as gone."""
+        deadline = time.monotonic() + self._liveness
         while self._pg.flush() == 1:
-            await self._wait(readable=False, within=None)
+            if time.monotonic() >= deadline:
+                raise StreamSilent(f"could not send for {self._liveness:g} s")
+            await self._wait(readable=False, within=deadline - time.monotonic())
 
     async def _wait(
         self,

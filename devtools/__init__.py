@@ -1,1 +1,1 @@
-"""Development tools beside the product."""
+"""Development tools beside the product: used by tests and benchmarks, never by the product."""

@@ -160,9 +160,13 @@ def _client(
             max_connections=max_connections,
             # Under load, wait for a free connection rather than fail; a long wait means a
             # slow Redis, which is a failure like any other.
-            timeout=(timeout or 5.0) * 4,
+            timeout=(timeout or 5.0) * 2,
             socket_timeout=timeout,
             socket_connect_timeout=connect,
+            # A call that timed out drops its connection (redis-py disconnects on a
+            # timeout), so a silent one is never reused; keepalives let the kernel notice
+            # idle dead ones.
+            socket_keepalive=True,
             # No retries: one failing call trips the API's breaker instead of tripling the
             # wait.
             retry=_no_retry(),
@@ -176,6 +180,7 @@ def _client(
             max_connections=max_connections,
             socket_timeout=timeout,
             socket_connect_timeout=connect,
+            socket_keepalive=True,
             # No retried calls; a MOVED or ASK redirect is still followed (it is not a
             # failure), and a failed call makes the next one reload the slot map.
             retry=ClusterRetry(NoBackoff(), 0),
@@ -195,9 +200,10 @@ def _client(
             redis_class=Redis,
             connection_pool_class=_BlockingSentinelPool,
             max_connections=max_connections,
-            timeout=(timeout or 5.0) * 4,
+            timeout=(timeout or 5.0) * 2,
             socket_timeout=timeout,
             socket_connect_timeout=connect,
+            socket_keepalive=True,
             retry=_no_retry(),
             db=target.db,
             ssl=target.tls,

@@ -44,6 +44,13 @@ class CacheSettings(BaseSettings):
     redis_timeout: float = Field(
         default=0.25, gt=0, description="socket timeout for Redis calls, s; a slow Redis is down"
     )
+    db_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="the API's bound on PostgreSQL, s: getting a connection and each use of "
+        "it; past it the request fails (503) and the connection, which may be silent, is "
+        "discarded",
+    )
 
     log_format: LogFormat = Field(
         default="text", description="text (key=value lines) or json (one object per line)"

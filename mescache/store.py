@@ -44,6 +44,7 @@ the same state or moves a counter that only serves as a fence.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
@@ -449,6 +450,15 @@ class RedisStore:
             if batch:
                 removed += await self._unlink(batch)
         return removed
+
+    async def drop_idle_connections(self) -> None:
+        """After a failure: connections opened before it may be as silent as the one that
+        timed out, so close the idle ones (a cluster reloads its slot map instead)."""
+        with contextlib.suppress(*REDIS_FAILURES, OSError):
+            if self.cluster:
+                await refresh_topology(cast(Redis, self.redis))
+            else:
+                await cast(Redis, self.redis).connection_pool.disconnect(inuse_connections=False)
 
     async def _unlink(self, names: list[bytes]) -> int:
         if not self.cluster:

@@ -30,6 +30,12 @@ class WriterSettings(CacheSettings):
         description="a change failing this often for a non-transient reason "
         "goes to the dead letters",
     )
+    writer_db_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="a PostgreSQL call (taking the lock, applying one change) that takes "
+        "longer is given up as a silent connection: reconnect and resume, s",
+    )
     writer_backoff_max: float = Field(
         default=10.0, gt=0, description="longest wait between retries, s"
     )

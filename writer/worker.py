@@ -17,9 +17,15 @@ before reading anything new.
 
 Failures: a lost connection to PostgreSQL or Redis is transient: the writer drops its
 connections (and the lock) and retries with jittered backoff, resuming from its pending
-entries. A change PostgreSQL refuses (illegal move against the row, unknown order), an
-entry that cannot be parsed, or one that fails WRITER_MAX_ATTEMPTS times for another
-reason goes to the dead-letter stream with its reason.
+entries. A silent one is lost too: every PostgreSQL call has WRITER_DB_TIMEOUT (the
+connection is severed past it, mescache.db.severed_after; TCP keepalives and
+tcp_user_timeout behind), every Redis call the client's socket timeout. The server may
+not notice a silent connection for hours and keeps its session, the advisory lock and
+any row lock with it: the writer remembers its own sessions (pid and start time) and ends
+exactly those before it takes the lock again, never another writer's. A change
+PostgreSQL refuses (illegal move against the row, unknown order), an entry that cannot be
+parsed, or one that fails WRITER_MAX_ATTEMPTS times for another reason goes to the
+dead-letter stream with its reason.
 
 Settling: see writer.settle. Trimming: entries older than the oldest still pending (or
 than the last delivered) are trimmed off the stream now and then; the applied table then
@@ -42,6 +48,7 @@ import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from mescache.db import severed_after, with_liveness
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
 from mescache.pending import GROUP, PendingWrites
@@ -68,6 +75,17 @@ RETRYABLE = (psycopg.OperationalError, RedisError, OSError, LockLost)
 _LOCK_CHECK = 1.0  # how often the active writer makes sure it still holds the lock, s
 
 
+async def _session(conn: Connection) -> tuple[int, object]:
+    """The server's backend of `conn`: its pid and start time (a pid alone may be reused)."""
+    cur = await conn.execute(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    )
+    row = await cur.fetchone()
+    if row is None:  # a session always sees itself
+        raise psycopg.OperationalError("the server does not show this session")
+    return row[0], row[1]
+
+
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
@@ -91,6 +109,8 @@ class Writer:
         self.applied = 0
         self.dead = 0
         self.pruner = AppliedPruner(self.stream, settings.writer_prune_lag)
+        self._sessions: list[tuple[int, object]] = []  # (pid, backend_start) of our last
+        self._reached = False  # PostgreSQL answered once: failures from now on are transient
 
     async def run(self) -> None:
         """Until `stop` is set. Raises RedisNotDurable at once, and a connection error if
@@ -100,15 +120,15 @@ class Writer:
         try:
             await require_durable(redis)
             pending = PendingWrites(redis, self.keys)
-            backoff, connected = 0.5, False
+            backoff = 0.5
             while not self.stop.is_set():
                 try:
                     await self._ensure_group(redis)
-                    connected = await self._serve(redis, pending) or connected
+                    await self._serve(redis, pending)
                     backoff = 0.5
                 except RETRYABLE as exc:
                     self.active.clear()
-                    if not connected:
+                    if not self._reached:
                         raise
                     log.warning("writer failed, retrying in %.1fs: %s", backoff, exc)
                     await self._sleep(backoff * random.uniform(0.5, 1.5))
@@ -129,21 +149,52 @@ class Writer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _serve(self, redis: Redis, pending: PendingWrites) -> bool:
+    async def _serve(self, redis: Redis, pending: PendingWrites) -> None:
         """One session: take the lock (or stand by once), then consume while we hold it."""
-        url = self.settings.database_url
+        bound = self.settings.writer_db_timeout
+        url = with_liveness(self.settings.database_url, bound)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock_conn:
-            cur = await lock_conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext('orders-writer:' || %s))", [self.stream]
-            )
-            row = await cur.fetchone()
+            async with severed_after(lock_conn, bound):
+                await self._end_abandoned(lock_conn)
+                cur = await lock_conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext('orders-writer:' || %s))", [self.stream]
+                )
+                row = await cur.fetchone()
+            self._reached = True
             if row is None or not row[0]:
                 log.info("standby: another writer is active on %s", self.stream)
                 await self._sleep(self.settings.writer_standby_retry * random.uniform(0.8, 1.2))
-                return True
+                return
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                async with severed_after(conn, bound):
+                    self._sessions = [await _session(lock_conn), await _session(conn)]
                 await self._active(redis, pending, lock_conn, conn)
-        return True
+
+    async def _end_abandoned(self, conn: Connection) -> None:
+        """End the sessions of our last connections if the server still has them (they
+        went silent): they may hold the lock and row locks nobody will ever release."""
+        if not self._sessions:
+            return
+        pids = [pid for pid, _ in self._sessions]
+        starts = [start for _, start in self._sessions]
+        cur = await conn.execute(
+            "SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_stat_activity a"
+            " JOIN unnest(%s::int[], %s::timestamptz[]) AS mine(pid, started)"
+            " ON a.pid = mine.pid AND a.backend_start = mine.started",
+            [pids, starts],
+        )
+        ended = [row[0] for row in await cur.fetchall() if row[1]]
+        self._sessions = []
+        if ended:
+            log.warning("ended this writer's silent sessions pids=%s", ended)
+            # Gone within milliseconds; the caller's bound covers a server that hangs.
+            while True:
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [ended]
+                )
+                if await cur.fetchone() is None:
+                    break
+                await asyncio.sleep(0.02)
 
     async def _active(
         self,
@@ -153,9 +204,11 @@ class Writer:
         conn: Connection,
     ) -> None:
         cfg = self.settings
+        bound = cfg.writer_db_timeout
         settle = SettleQueue(self.sealed_ttl)
         # Overlays sealed by an earlier writer that died before settling them.
-        at = await position(conn, cfg.cdc_mode)
+        async with severed_after(conn, bound):
+            at = await position(conn, cfg.cdc_mode)
         for overlay in await pending.sealed_overlays():
             settle.add(at, overlay.order_id, overlay.entry)
         await self._take_over(redis)
@@ -168,7 +221,8 @@ class Writer:
             now = time.monotonic()
             if now >= next_lock_check:
                 try:
-                    await lock_conn.execute("SELECT 1")
+                    async with severed_after(lock_conn, bound):
+                        await lock_conn.execute("SELECT 1")
                 except psycopg.OperationalError as exc:
                     raise LockLost(f"lock connection lost: {exc}") from exc
                 next_lock_check = now + _LOCK_CHECK
@@ -194,7 +248,8 @@ class Writer:
                     redis, pending, conn, settle, entry_id=_text(entry_id), fields=fields
                 )
             if len(settle) and time.monotonic() >= next_settle:
-                listener_at = await listener_position(conn, cfg.cdc_mode, cfg.cdc_slot)
+                async with severed_after(conn, bound):
+                    listener_at = await listener_position(conn, cfg.cdc_mode, cfg.cdc_slot)
                 await settle.settle(pending, listener_at)
                 next_settle = time.monotonic() + cfg.writer_settle_poll
             if not entries and time.monotonic() >= next_trim:
@@ -256,7 +311,8 @@ class Writer:
         outcome = await self._apply_with_retries(conn, entry)
         if outcome is None:
             return  # stopping: the entry stays pending
-        at = await position(conn, self.settings.cdc_mode)
+        async with severed_after(conn, self.settings.writer_db_timeout):
+            at = await position(conn, self.settings.cdc_mode)
         if isinstance(outcome, Applied):
             await pending.seal_and_ack(entry.order_id, entry.entry, ttl_ms)
             self.applied += 1
@@ -288,15 +344,18 @@ class Writer:
         """Transient errors propagate (the caller reconnects and resumes); anything else
         is retried with backoff up to WRITER_MAX_ATTEMPTS, then refused."""
         attempts = 0
+        bound = self.settings.writer_db_timeout
         while True:
             try:
-                return await apply_entry(conn, entry)
+                async with severed_after(conn, bound):
+                    return await apply_entry(conn, entry)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
                 attempts += 1
                 if attempts >= self.settings.writer_max_attempts:
-                    actual = await status_in_database(conn, entry.order_id)
+                    async with severed_after(conn, bound):
+                        actual = await status_in_database(conn, entry.order_id)
                     return Rejected(f"failed {attempts} times: {exc}", actual)
                 delay = min(0.1 * 2**attempts, self.settings.writer_backoff_max)
                 log.warning(

@@ -1,5 +1,6 @@
 """The short soak: the whole stack under load, each fault once (listener kill -9, Redis
-restart, PostgreSQL restart, slot dropped). The stack recovers by itself from each, and at
+restart, PostgreSQL restart, slot dropped, the replication stream, Redis, and PostgreSQL
+for the API black-holed). The stack recovers by itself from each, and at
 the end no key is stale and no acknowledged write is lost. `make soak` is the long form."""
 
 from __future__ import annotations
@@ -8,13 +9,16 @@ from bench.soak import run_soak
 
 
 def test_the_stack_recovers_from_every_fault_with_nothing_stale_or_lost() -> None:
-    report = run_soak(orders=2000, dwell=3.0, quiet=2.0)
+    report = run_soak(orders=2000, dwell=3.0, quiet=2.0, liveness=3.0)
     summary = report.summary()
     assert [r.fault for r in report.results] == [
         "kill -9 listener",
         "restart redis",
         "restart postgresql",
         "drop the slot",
+        "replication stream black-holed",
+        "redis black-holed",
+        "postgresql black-holed for the api",
     ]
     assert all(r.recovered_s is not None for r in report.results), summary
     assert report.final_stale == [], summary

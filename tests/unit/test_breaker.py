@@ -41,3 +41,12 @@ def test_a_failed_probe_keeps_it_open() -> None:
     breaker.failed(TimeoutError())
     assert not breaker.allow()
     assert breaker.failures == 2
+
+
+def test_every_failure_lets_the_app_drop_its_idle_connections() -> None:
+    dropped: list[int] = []
+    breaker = RedisBreaker(retry_after=1.0, clock=Clock(), on_failure=lambda: dropped.append(1))
+    breaker.failed(TimeoutError("silent"))
+    breaker.failed(TimeoutError("silent again"))  # a failed probe: its connections too
+    breaker.succeeded()
+    assert dropped == [1, 1]

@@ -1,7 +1,11 @@
-"""Listener readiness: streaming and caught up with what was pending when it started."""
+"""Listener readiness: streaming and caught up with what was pending when it started,
+hearing from the server, and confirming progress."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdc_listener.metrics import Applied, ListenerMetrics
@@ -83,3 +87,72 @@ def samples_by_kind(metrics: ListenerMetrics) -> dict[str, float]:
         for s in f.samples
         if s.name == "cdc_listener_stale_keys_found_total"
     }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def streaming(clock: Clock) -> ListenerMetrics:
+    metrics = ListenerMetrics("logical", "orders_cache", liveness=10.0, clock=clock)
+    metrics.source_started(pending_lsn=100)
+    metrics.confirmed(100)
+    assert metrics.ready
+    return metrics
+
+
+def test_not_ready_while_the_server_is_silent_for_half_the_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    metrics = streaming(clock)
+    clock.now += 4.9
+    metrics.check()
+    assert metrics.ready
+    clock.now += 0.2
+    assert metrics.unready_reason() == "server silent for 5.1 s"
+    assert samples(metrics)["cdc_listener_ready"] == 0
+    assert samples(metrics)["cdc_listener_silence_seconds"] == pytest.approx(5.1)
+    with caplog.at_level(logging.INFO, "cdc_listener.metrics"):
+        metrics.check()
+        metrics.check()  # one line per change, not per check
+        metrics.heard()
+        metrics.check()
+    assert [r.getMessage() for r in caplog.records] == [
+        "listener not ready",
+        "listener ready again",
+    ]
+    assert caplog.records[0].reason == "server silent for 5.1 s"  # type: ignore[attr-defined]
+    assert metrics.ready
+
+
+def test_not_ready_while_the_confirmed_position_stalls_behind_the_servers_wal() -> None:
+    clock = Clock()
+    metrics = streaming(clock)
+    metrics.server_lsn = 500  # the stream delivered commits up to here
+    clock.now += 4.0
+    metrics.heard()  # keepalives still arrive: the connection lives, the pipeline does not
+    clock.now += 4.0
+    metrics.heard()
+    clock.now += 2.0
+    reason = metrics.unready_reason()
+    assert reason is not None
+    assert reason.startswith("confirmed position 0/64 stalled for 10.0 s, server at 0/1F4")
+    assert samples(metrics)["cdc_listener_stalled"] == 1
+    metrics.confirmed(500)
+    assert metrics.ready
+    assert samples(metrics)["cdc_listener_stalled"] == 0
+
+
+def test_a_quiet_server_whose_wal_stands_still_is_no_stall() -> None:
+    clock = Clock()
+    metrics = streaming(clock)
+    metrics.server_lsn = 100
+    for _ in range(10):
+        clock.now += 3.0
+        metrics.heard()
+    assert metrics.ready
