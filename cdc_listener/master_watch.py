@@ -67,21 +67,32 @@ async def master_identity(redis: Redis) -> str:
     return str(info["master_replid"])
 
 
-async def settle_master(redis: Redis, store: RedisStore, keys: KeySchema) -> bool:
-    """Flush the namespace unless the master is the one last seen; whether it flushed."""
+async def settle_master(
+    redis: Redis, store: RedisStore, keys: KeySchema, seen: str | None = None
+) -> tuple[bool, str]:
+    """Flush the namespace unless the master is the one last seen (by this process, `seen`,
+    or by any listener, the mark); whether it flushed, and the master's identity.
+
+    The process's own memory comes first: on an evicting Redis the mark may vanish at any
+    moment, and a vanished mark of a master this process has been watching all along is no
+    sign of a change (its identity would differ): it is written again, without a flush."""
     identity = await master_identity(redis)
     name = mark_name(keys)
+    if identity == seen:
+        if not await redis.exists(name):
+            await redis.set(name, identity)
+        return False, identity
     raw = await redis.get(name)
     noted = raw.decode() if isinstance(raw, bytes) else raw
     if noted == identity:
-        return False
+        return False, identity
     removed = await store.flush_matching(keys.namespace_pattern(), keys.outlives_flush)
     await redis.set(name, identity)
     log.warning(
         "redis master changed or unknown, cache namespace flushed",
         extra={"keys": removed, "master": identity[:16], "noted": noted is not None},
     )
-    return True
+    return True, identity
 
 
 class MasterWatch:
@@ -95,6 +106,7 @@ class MasterWatch:
         self.keys = keys
         self.interval = interval
         self.flushes = 0
+        self.seen: str | None = None  # the master's identity this process last checked
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -115,8 +127,8 @@ class MasterWatch:
 
     async def _check(self) -> None:
         try:
-            if await settle_master(self.redis, self.store, self.keys):
-                self.flushes += 1
+            flushed, self.seen = await settle_master(self.redis, self.store, self.keys, self.seen)
+            self.flushes += flushed
         except (RedisError, RedisClusterException, OSError) as exc:
             # The stream's own Redis calls fail too and reconnect; the next check retries.
             log.debug("master check failed: %s", exc)
