@@ -88,7 +88,10 @@ async def settle_master(
         return False, identity
     removed = await store.flush_matching(keys.namespace_pattern(), keys.outlives_flush)
     await redis.set(name, identity)
-    log.warning(
+    # A master other than the one noted is news for the operator; no mark at all is a first
+    # start (or a mark evicted while no listener watched), which is routine.
+    log.log(
+        logging.WARNING if noted is not None else logging.INFO,
         "redis master changed or unknown, cache namespace flushed",
         extra={"keys": removed, "master": identity[:16], "noted": noted is not None},
     )
