@@ -142,7 +142,7 @@ def check_redis_url(value: str) -> str:
         if parse_redis_url(value).kind == "single":
             parse_url(value)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
     except BadRedisUrl as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"not a Redis URL: {exc}") from None
     except ValueError as exc:
         # redis-py's reasons quote what they choke on (a port, say): keep only the reason.
         reason = _QUOTED.sub("(...)", str(exc))

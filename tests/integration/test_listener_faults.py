@@ -41,7 +41,7 @@ async def no_stale_key(r: redis.asyncio.Redis, database_url: str) -> None:
             if b"#" in key:
                 continue
             cached = json.loads(await r.get(key) or b"null")
-            order_id = int(key.split(b":")[1])
+            order_id = int(key.split(b":")[1].strip(b"{}"))
             if cached is not None and truth.get(order_id) != cached["status"]:
                 return False
         return True
