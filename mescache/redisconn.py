@@ -228,6 +228,7 @@ def open_pubsub(client: Redis) -> PubSub:
 async def subscribe(pubsub: PubSub, channel: str) -> None:
     """Subscribe to the changes channel: sharded (SSUBSCRIBE) on a cluster."""
     if isinstance(pubsub, ClusterPubSub):
+        await _initialized(pubsub.cluster)
         await pubsub.ssubscribe(channel)
     else:
         await pubsub.subscribe(channel)
@@ -247,10 +248,16 @@ async def refresh_topology(client: Redis) -> None:
     """After a failure on a cluster, reload the slot map before trying again (pub/sub
     does not do it by itself); nothing to do on the other kinds."""
     if is_cluster(client):
-        nodes = cast(RedisCluster, client).nodes_manager
-        before = [*nodes.nodes_cache.values(), *nodes.startup_nodes.values()]
-        await nodes.initialize()
-        kept = {id(n) for n in (*nodes.nodes_cache.values(), *nodes.startup_nodes.values())}
-        for node in before:  # a node the map dropped keeps no open sockets
-            if id(node) not in kept:
-                await node.disconnect()
+        cluster = cast(RedisCluster, client)
+        await _initialized(cluster)
+        # A topology reload drops the nodes gone from the map (their idle connections
+        # closed at once, the busy ones when released) and keeps the others.
+        await cluster.nodes_manager.initialize()
+
+
+async def _initialized(cluster: RedisCluster) -> None:
+    # redis-py marks a cluster client initialized only in its own start-up (the first
+    # plain command); pub/sub and a bare slot map reload skip it, and ``aclose`` of a
+    # client never marked closes nothing, leaving every socket they opened to the
+    # collector. A no-op once done.
+    await cluster.initialize()
