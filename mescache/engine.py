@@ -10,7 +10,7 @@ The policy in force is logged, so an operator sees what the cache runs on.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis, RedisCluster
 
@@ -32,14 +32,16 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 async def require_supported(redis: Redis | RedisCluster) -> str:
     """Raise RedisUnsupported unless the server can run the scripts; the eviction policy."""
-    info = await redis.info("server")
-    memory = await redis.info("memory")
-    if isinstance(redis, RedisCluster):  # one answer per node: the oldest decides
+    if isinstance(redis, RedisCluster):  # one answer per primary: the oldest decides
+        every = RedisCluster.PRIMARIES
+        info = cast(dict[str, dict[str, Any]], await redis.info("server", target_nodes=every))
+        memory = cast(dict[str, dict[str, Any]], await redis.info("memory", target_nodes=every))
         versions = [str(node.get("redis_version", "0")) for node in info.values()]
         policies = {str(node.get("maxmemory_policy", "")) for node in memory.values()}
     else:
-        versions = [str(info.get("redis_version", "0"))]
-        policies = {str(memory.get("maxmemory_policy", ""))}
+        one = await redis.info("server")
+        versions = [str(one.get("redis_version", "0"))]
+        policies = {str((await redis.info("memory")).get("maxmemory_policy", ""))}
     oldest = min(versions, key=parse_version)
     if parse_version(oldest) < MIN_VERSION:
         raise RedisUnsupported(

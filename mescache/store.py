@@ -466,7 +466,7 @@ class RedisStore:
         # A cluster unlinks key by key (each may live on another node), in one pipeline.
         async with self.redis.pipeline() as pipe:
             for name in names:
-                pipe.unlink(name)
+                pipe.execute_command("UNLINK", name)  # the cluster's unlink() splits by slot
             return sum(int(n) for n in await pipe.execute())
 
     # Listener side: actions are queued, then sent in one round trip (send). Queued as plain
