@@ -124,6 +124,13 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's master lookup on every connect, with the blocking pool's wait for a free
     connection (the single-server behaviour) instead of an error past the limit."""
 
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        """The data node's connections and the sentinels' too: each client of ours has a
+        Sentinel of its own, whose connections nothing else would close."""
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.connection_pool.disconnect(inuse_connections)
+
 
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
