@@ -99,7 +99,7 @@ STORE_MODEL_EXAMPLES ?= 1000
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak --dwell $(SOAK_DWELL)
 	EVICTION_SOAK_SECONDS=$(EVICTION_SOAK_SECONDS) STORE_MODEL_EXAMPLES=$(STORE_MODEL_EXAMPLES) \
-		$(BIN)/pytest -q tests/integration/test_eviction_soak.py tests/integration/test_store_model.py
+		$(BIN)/pytest -q -s tests/integration/test_eviction_soak.py tests/integration/test_store_model.py
 
 clean:
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis mutants

@@ -141,6 +141,12 @@ async def test_nothing_stale_on_an_evicting_redis(database_url: str, evicting: s
         assert reads > 100
         await _no_stale_keys(database_url, evicting)
         info = await _info(evicting)
+        # The soak's figures (shown by `make soak`, which runs this with -s).
+        print(
+            f"eviction soak {evicting_policy(info)}: {SECONDS:g} s, {reads} reads,"
+            f" {writes} raw-SQL changes each seen through the API, {info['evicted_keys']} keys"
+            " evicted, 0 stale keys"
+        )
         if evicting_policy(info) != "noeviction":
             assert int(info["evicted_keys"]) > 0, (
                 f"the load did not overflow the Redis ({reads} reads)"
