@@ -103,10 +103,17 @@ async def customer_client(
 
 # Redis Cluster and Sentinel deployments, for the tests that take them.
 from tests.integration.ha_fixtures import (  # noqa: E402
+    cluster_client,
     cluster_servers,
     redis_cluster,
     redis_sentinel,
     sentinel_servers,
 )
 
-__all__ = ["cluster_servers", "redis_cluster", "redis_sentinel", "sentinel_servers"]
+__all__ = [
+    "cluster_client",
+    "cluster_servers",
+    "redis_cluster",
+    "redis_sentinel",
+    "sentinel_servers",
+]

@@ -3,16 +3,19 @@ three sentinels) for the whole session, from devtools.redisha, under the session
 directory and stopped (kill -9, nothing kept) when it ends.
 
 Tests take `redis_cluster` or `redis_sentinel`: the deployment healed (killed nodes back
-as replicas) and flushed, so a failover in one test is invisible to the next.
+as replicas) and flushed, so a failover in one test is invisible to the next;
+`cluster_client` is the product's client of that cluster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from devtools.redisha import LocalCluster, LocalSentinel
+from mescache.redisconn import make_redis
 from tests.conftest import Servers
 
 
@@ -50,3 +53,11 @@ def redis_sentinel(sentinel_servers: LocalSentinel) -> LocalSentinel:
     sentinel_servers.heal()
     sentinel_servers.master().call("FLUSHALL")
     return sentinel_servers
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster: LocalCluster) -> AsyncIterator[Redis]:
+    """A client of the healed cluster, as every process of the product makes one."""
+    client = make_redis(redis_cluster.url, 2.0, 8)
+    yield client
+    await client.aclose()

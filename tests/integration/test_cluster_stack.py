@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import psycopg
@@ -23,7 +22,6 @@ from devtools.redisha import LocalCluster
 from mescache.db import make_pool
 from mescache.keys import CacheKey, KeySchema
 from mescache.orders import STATUSES
-from mescache.redisconn import make_redis
 from mescache.settings import CacheSettings
 from mescache.store import Commands, RedisStore
 from tests.integration.conftest import api_settings, http_client
@@ -31,13 +29,6 @@ from tests.integration.listener_fixtures import InProcessListener, eventually, l
 from tests.integration.test_cli import cli
 
 KEYS = KeySchema()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster: LocalCluster) -> AsyncIterator[Redis]:
-    client = make_redis(redis_cluster.url, 2.0, 8)
-    yield client
-    await client.aclose()
 
 
 def _dba(database_url: str, sql: str, *params: object) -> None:

@@ -9,7 +9,7 @@ import gc
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -21,17 +21,10 @@ from devtools.redisha import LocalCluster, Node
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.keys import KeySchema
-from mescache.redisconn import is_cluster, make_redis
+from mescache.redisconn import is_cluster
 from mescache.rules import Touched
 
 KEYS = KeySchema("test:")
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster: LocalCluster) -> AsyncIterator[Redis]:
-    client = make_redis(redis_cluster.url, 2.0, 8)
-    yield client
-    await client.aclose()
 
 
 async def test_a_cluster_url_reaches_every_shard(
