@@ -368,14 +368,15 @@ class RedisStore:
             return ReadReply(unchanged=True, pttl_ms=int(reply[1]))
         return ReadReply(unchanged=False, pttl_ms=int(reply[1]), value=reply[3], token=reply[2])
 
-    async def count(self, counts: dict[Counter, int]) -> None:
-        """Add request counts to their bounded sorted sets (`_COUNT`), in one round trip."""
+    async def count(self, counts: dict[Counter, int], kept: int = PRICE_COUNTS_MAX) -> None:
+        """Add request counts to their sorted sets, each holding at most `kept` members
+        (`_COUNT`), in one round trip."""
         sha = self._count.sha
 
         def queue(cmds: Commands) -> None:
             for counter, times in counts.items():
                 for _ in range(times):
-                    cmds.evalsha(sha, 1, counter.zset, counter.member, PRICE_COUNTS_MAX)
+                    cmds.evalsha(sha, 1, counter.zset, counter.member, kept)
 
         await self.send(queue)
 

@@ -14,7 +14,7 @@ from api.breaker import RedisBreaker
 from api.readthrough import Read, ReadThrough
 from mescache.keys import CacheKey, KeySchema
 from mescache.redisconn import make_redis
-from mescache.store import Commands, RedisStore, lsn_version
+from mescache.store import Commands, Counter, RedisStore, lsn_version
 
 KEYS = KeySchema()
 
@@ -252,3 +252,26 @@ def _const(body: bytes) -> Callable[[], Awaitable[bytes]]:
 def _url(client: redis.asyncio.Redis) -> str:
     kw = client.connection_pool.connection_kwargs
     return f"redis://{kw['host']}:{kw['port']}/{kw['db']}"
+
+
+async def test_request_counts_stay_bounded_and_a_new_favourite_can_still_rise(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    """The counts warm-up reads keep at most `kept` members: once full, a new member takes
+    the least requested one's place and count, plus one (Space-Saving), so it can rise."""
+    store = RedisStore(redis_client)
+
+    def counted(member: str) -> Counter:
+        return Counter("requests", member)
+
+    await store.count({counted("a"): 5, counted("b"): 3, counted("c"): 1}, kept=3)
+    await store.count({counted("d"): 1}, kept=3)  # full: d replaces c, with c's count + 1
+    assert await redis_client.zrange("requests", 0, -1, withscores=True) == [
+        (b"d", 2.0),
+        (b"b", 3.0),
+        (b"a", 5.0),
+    ]
+    await store.count({counted("d"): 4}, kept=3)
+    assert await redis_client.zcard("requests") == 3
+    top = await redis_client.zrevrange("requests", 0, 0)
+    assert top == [b"d"]
