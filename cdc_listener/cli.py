@@ -193,7 +193,9 @@ async def _install_notify(settings: ListenerSettings, _: argparse.Namespace) -> 
 
 async def _warm(settings: ListenerSettings, _: argparse.Namespace) -> int:
     redis = make_redis(settings.redis_url, max(settings.redis_timeout, 5.0), 8)
-    pool = make_pool(settings.database_url, 1, 4, "cdc-listener-warm")
+    pool = make_pool(
+        settings.database_url, 1, 4, "cdc-listener-warm", settings.cdc_liveness_timeout
+    )
     try:
         await redis.ping()  # an unreachable Redis is reported before any database work
         await pool.open(wait=True, timeout=10.0)
@@ -234,7 +236,9 @@ async def _check(settings: ListenerSettings, args: argparse.Namespace) -> int:
         # One plain connection first: an unreachable server is reported at once, with
         # libpq's own message, instead of by the pool's retries.
         await (await psycopg.AsyncConnection.connect(settings.database_url)).close()
-        pool = make_pool(settings.database_url, 1, 4, "cdc-listener-check")
+        pool = make_pool(
+            settings.database_url, 1, 4, "cdc-listener-check", settings.cdc_liveness_timeout
+        )
         await pool.open(wait=True, timeout=10)
         try:
             report = await Checker(redis, pool, keys, settings).run(args.grace)

@@ -35,6 +35,7 @@ from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import outbox_backlog
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import slot_status
+from mescache.db import severed_after, with_liveness
 from mescache.http_limits import ConnectionLimits, limited_http
 from mescache.keys import KeySchema
 from mescache.redisconn import make_redis
@@ -137,9 +138,14 @@ async def _poll_forever(settings: ListenerSettings, metrics: ListenerMetrics, re
         except RedisError as exc:
             log.debug("dead-letter poll failed", extra={"error": str(exc)})
         try:
-            async with await psycopg.AsyncConnection.connect(
-                settings.database_url, autocommit=True
-            ) as conn:
+            # Bounded like the stream's own connections: a silent server costs one poll.
+            bound = settings.cdc_liveness_timeout
+            async with (
+                await psycopg.AsyncConnection.connect(
+                    with_liveness(settings.database_url, bound), autocommit=True
+                ) as conn,
+                severed_after(conn, bound),
+            ):
                 if settings.cdc_mode == "notify":
                     metrics.outbox_backlog = (await outbox_backlog(conn))[0]
                 else:
