@@ -45,9 +45,9 @@ the same state or moves a counter that only serves as a fence.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
@@ -58,6 +58,7 @@ from mescache.keys import CacheKey
 from mescache.redisconn import refresh_topology
 
 AnyRedis: TypeAlias = Redis | RedisCluster
+T = TypeVar("T")
 # What a failing Redis raises: on a cluster also slot-map errors (SlotNotCoveredError and
 # the like), which are no RedisError.
 REDIS_FAILURES: Final = (RedisError, RedisClusterException)
@@ -261,6 +262,10 @@ return 1
 PRICE_COUNTS_MAX: Final = 10_000
 
 
+class ClusterClientRace(RedisClusterException):
+    """A call on the cluster client failed inside redis-py (a connection closed under it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Counter:
     """A member of a sorted set that counts how often it was asked for."""
@@ -353,15 +358,33 @@ class RedisStore:
         self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
         self._refresh = redis.register_script(_REFRESH)
 
+    async def _guarded(self, call: Awaitable[T]) -> T:
+        """`call`'s result. redis-py's cluster client may disconnect a node's connections
+        while other commands still use them (after one of them failed): those then fail
+        with AttributeError, TypeError or RuntimeError (a closed transport) from inside the
+        client, which is a failed call like any other (REDIS_FAILURES), not a bug to answer
+        500 for."""
+        try:
+            if self.cluster:
+                # Start the client before its first concurrent calls: started by the calls
+                # themselves, it loses connections under them ("Connection lost"). A no-op
+                # once started.
+                await cast(RedisCluster, self.redis).initialize()
+            return await call
+        except (AttributeError, TypeError, RuntimeError) as exc:
+            if not self.cluster:
+                raise
+            raise ClusterClientRace(f"the cluster client failed mid-call: {exc!r}") from exc
+
     async def get(self, key: CacheKey) -> bytes | None:
         """The value, if present and (for a family member) still valid."""
         if key.token is None:
-            return cast(bytes | None, await self.redis.get(key.name))
+            return cast(bytes | None, await self._guarded(self.redis.get(key.name)))
         return (await self.read(key, b"")).value
 
     async def read(self, key: CacheKey, held: bytes) -> ReadReply:
         """Validate the token `held` for the key's value (b"" when none) in one round trip."""
-        reply = await self._read(keys=_read_keys(key), args=[held, len(key.fences)])
+        reply = await self._guarded(self._read(keys=_read_keys(key), args=[held, len(key.fences)]))
         if reply[0] == 0:
             return ReadReply(unchanged=False, pttl_ms=-2)
         if reply[0] == 1:
@@ -400,9 +423,11 @@ class RedisStore:
         return seen
 
     async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
-        reply = await self._begin(
-            keys=[key.name, key.lease, *_read_keys(key)[1:]],
-            args=[_ms(lease_s), token, len(key.fences), 2 * _ms(lease_s) + 1000],
+        reply = await self._guarded(
+            self._begin(
+                keys=[key.name, key.lease, *_read_keys(key)[1:]],
+                args=[_ms(lease_s), token, len(key.fences), 2 * _ms(lease_s) + 1000],
+            )
         )
         if reply[0] == 1:
             return FillTicket(value=reply[1], fence=b"", leased=False)
@@ -421,11 +446,11 @@ class RedisStore:
             int(key.token is not None),
             FENCE_TTL_MS,
         ]
-        return bool(await self._finish(keys=keys, args=args))
+        return bool(await self._guarded(self._finish(keys=keys, args=args)))
 
     async def release(self, key: CacheKey, token: str) -> None:
         """Give back a lease whose fill failed, so the next reader need not wait it out."""
-        await self._release(keys=[key.lease], args=[token])
+        await self._guarded(self._release(keys=[key.lease], args=[token]))
 
     async def flush_matching(
         self, pattern: str, keep: Callable[[str], bool] = lambda _: False
@@ -507,6 +532,7 @@ class RedisStore:
         After a failure the slot map is reloaded: without retries a pipeline would keep
         going to a master that has died."""
         try:
+            await cast(RedisCluster, self.redis).initialize()  # as in _guarded
             async with self.redis.pipeline() as pipe:
                 for item in items:
                     pipe.execute_command(*item)
