@@ -1,9 +1,9 @@
 """The fenced Redis store: cache-aside fills that cannot store stale data, and the
 idempotent invalidations and refreshes the listener sends.
 
-Every operation is one Lua script whose keys share one hash slot (mescache.keys), so each
-is atomic on the server and runs unchanged on a single Redis, behind Sentinel or on Redis
-Cluster:
+Every operation is one Lua script (mescache.scripts, with its KEYS and ARGV) whose keys
+share one hash slot (mescache.keys), so each is atomic on the server and runs unchanged on
+a single Redis, behind Sentinel or on Redis Cluster:
 
 - ``begin_fill``: the value if present (and, for a family member, still valid); otherwise
   the key's fences and, for one caller at a time, a short lease to fill it (the others
@@ -54,6 +54,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.typing import EncodableT
 
+from mescache import scripts
 from mescache.keys import CacheKey
 from mescache.redisconn import refresh_topology
 
@@ -66,197 +67,7 @@ REDIS_FAILURES: Final = (RedisError, RedisClusterException)
 # A fence outlives any fill by far; it expires only so that idle keys leave no residue.
 FENCE_TTL_MS: Final = 86_400_000
 
-# The server clock in nanoseconds (microseconds and three zeros), as text: Lua numbers are
-# doubles and would round it. INCR still reads it as a 64-bit integer.
-_CLOCK = """
-local function clock()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%06d', tonumber(t[2])) .. '000'
-end
-"""
-
-# Reads the fences KEYS[first..last] joined by ':'; a missing one is created from the clock
-# (`create`) or makes the whole token nil.
-_FENCES = (
-    _CLOCK
-    + """
-local function fences(first, last, create, ttl)
-  local g = {}
-  for i = first, last do
-    local f = redis.call('GET', KEYS[i])
-    if not f then
-      if not create then return nil end
-      f = clock()
-      redis.call('SET', KEYS[i], f, 'PX', ttl)
-    end
-    g[#g + 1] = f
-  end
-  return table.concat(g, ':')
-end
-"""
-)
-
-# Moves a fence: +1, or the clock when it vanished (never back to a value read before).
-_BUMP = (
-    _CLOCK
-    + """
-local function bump(name, ttl)
-  if redis.call('EXISTS', name) == 1 then redis.call('INCR', name)
-  else redis.call('SET', name, clock()) end
-  redis.call('PEXPIRE', name, ttl)
-end
-"""
-)
-
-# KEYS = value, lease, ARGV[3] fences, then the token (family members only);
-# ARGV = lease ms, the lease holder's token, the number of fences, how long a fence created
-# here lives (a fill's span: a request for something that does not exist leaves nothing
-# behind for long; a fill outliving it is refused). Replies: {1, value} | {0, token, 0/1}.
-_BEGIN_FILL = (
-    _FENCES
-    + """
-local last = 2 + tonumber(ARGV[3])
-local g = fences(3, last, true, ARGV[4])
-local v = redis.call('GET', KEYS[1])
-if v then
-  if #KEYS == last or redis.call('GET', KEYS[#KEYS]) == g then return {1, v} end
-  redis.call('DEL', KEYS[1], KEYS[#KEYS])  -- filled under fences that moved since
-end
-if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return {0, g, 1} end
-return {0, g, 0}
-"""
-)
-
-# KEYS = value, lease, ARGV[5] fences, the token if ARGV[6] == '1', then the tag sets to
-# register in; ARGV = value, TTL ms, the fence token read by begin_fill, the lease holder's
-# token, the number of fences, whether a token is kept, the fence TTL. A moved or vanished
-# fence refuses; a stored value's fences live as long as fences do.
-_FINISH_FILL = (
-    _FENCES
-    + """
-if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-local last = 2 + tonumber(ARGV[5])
-if fences(3, last, false) ~= ARGV[3] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 3, last do redis.call('PEXPIRE', KEYS[i], ARGV[7]) end
-if ARGV[6] == '1' then
-  last = last + 1
-  redis.call('SET', KEYS[last], ARGV[3], 'PX', ARGV[2])
-end
-for i = last + 1, #KEYS do
-  redis.call('SADD', KEYS[i], KEYS[1])
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-end
-return 1
-"""
-)
-
-# KEYS = value, ARGV[2] fences, then the token (family members only); ARGV = the token the
-# caller holds (b"" for none), the number of fences. Replies: {0} no valid value; {1, pttl}
-# the held token stands; {2, pttl, token, value} (token '' when a fence is missing: the
-# value is valid, since an invalidation would have deleted it, but cannot be kept).
-_READ = (
-    _FENCES
-    + """
-local last = 1 + tonumber(ARGV[2])
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl == -2 then return {0} end
-local g = fences(2, last, false)
-if #KEYS > last then
-  if not g or redis.call('GET', KEYS[#KEYS]) ~= g then return {0} end
-elseif not g then
-  return {2, pttl, '', redis.call('GET', KEYS[1])}
-end
-if g == ARGV[1] then return {1, pttl} end
-return {2, pttl, g, redis.call('GET', KEYS[1])}
-"""
-)
-
-# KEYS = value, fences..., then the token (family members only): all of them, as they are.
-_OBSERVE = """
-local seen = {}
-for i = 1, #KEYS do seen[i] = redis.call('GET', KEYS[i]) or false end
-return seen
-"""
-
-# KEYS = lease; ARGV = the holder's token: a failed fill hands the lease back at once.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# KEYS = a sorted set of request counts; ARGV = the member, the most members kept. Bounded
-# by the Space-Saving rule: a new member, once the set is full, takes the place (and the
-# count, plus one) of the least requested, so a newly popular price can still rise.
-_COUNT = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  return redis.call('ZINCRBY', KEYS[1], 1, ARGV[1])
-end
-local least = redis.call('ZPOPMIN', KEYS[1])
-return redis.call('ZADD', KEYS[1], tonumber(least[2]) + 1, ARGV[1])
-"""
-
-# Invalidations delete even on a full noeviction Redis (allow-oom); their keys are declared.
-_LISTENER = "#!lua flags=allow-oom\n"
-
-# KEYS holds (value, fence, lease) triples, all of one slot on a cluster; ARGV = the fence
-# TTL. One call invalidates a whole slice of keys.
-_INVALIDATE = (
-    _LISTENER
-    + _BUMP
-    + """
-for i = 1, #KEYS, 3 do
-  redis.call('DEL', KEYS[i], KEYS[i + 2])
-  bump(KEYS[i + 1], ARGV[1])
-end
-return #KEYS / 3
-"""
-)
-_INVALIDATE_SLICE = 300  # keys per call: long scripts would stall other clients
-
-# KEYS = tag set, fence; ARGV = the fence TTL. Moving the fence is what invalidates the
-# members (each checks it on every read); deleting those the tag set lists frees them
-# early. Members are deleted in slices: unpack() of a huge table overflows Lua's stack.
-_INVALIDATE_FAMILY = (
-    _LISTENER
-    + _BUMP
-    + """
-bump(KEYS[2], ARGV[1])
-local members = redis.call('SMEMBERS', KEYS[1])
-for i = 1, #members, 500 do
-  redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
-end
-redis.call('DEL', KEYS[1])
-return #members
-"""
-)
-
-# KEYS = value, fence, lease[, version]; ARGV = value, TTL ms, fence TTL[, version].
-# Replies: 1 written, 0 refused (an older position), 2 invalidated instead: the position
-# of the value there vanished (evicted, or never set by a fill), so it may be newer.
-_REFRESH = (
-    _LISTENER
-    + _BUMP
-    + """
-if #KEYS >= 4 then
-  local current = redis.call('GET', KEYS[4])
-  -- an equal position is a replay or the delayed second pass: write it again
-  if current and current > ARGV[4] then return 0 end
-  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
-  if not current then
-    redis.call('DEL', KEYS[1], KEYS[3])
-    bump(KEYS[2], ARGV[3])
-    return 2
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-bump(KEYS[2], ARGV[3])
-redis.call('DEL', KEYS[3])
-return 1
-"""
-)
+_INVALIDATE_SLICE = 300  # keys per invalidation call: long scripts would stall other clients
 
 # Price request counts kept at most (warm-up reads the top few hundred).
 PRICE_COUNTS_MAX: Final = 10_000
@@ -348,15 +159,15 @@ class RedisStore:
     def __init__(self, redis: AnyRedis) -> None:
         self.redis = redis
         self.cluster = isinstance(redis, RedisCluster)
-        self._begin = redis.register_script(_BEGIN_FILL)
-        self._finish = redis.register_script(_FINISH_FILL)
-        self._release = redis.register_script(_RELEASE)
-        self._read = redis.register_script(_READ)
-        self._count = redis.register_script(_COUNT)
-        self._observe = redis.register_script(_OBSERVE)
-        self._invalidate = redis.register_script(_INVALIDATE)
-        self._invalidate_family = redis.register_script(_INVALIDATE_FAMILY)
-        self._refresh = redis.register_script(_REFRESH)
+        self._begin = redis.register_script(scripts.BEGIN_FILL)
+        self._finish = redis.register_script(scripts.FINISH_FILL)
+        self._release = redis.register_script(scripts.RELEASE)
+        self._read = redis.register_script(scripts.READ)
+        self._count = redis.register_script(scripts.COUNT)
+        self._observe = redis.register_script(scripts.OBSERVE)
+        self._invalidate = redis.register_script(scripts.INVALIDATE)
+        self._invalidate_family = redis.register_script(scripts.INVALIDATE_FAMILY)
+        self._refresh = redis.register_script(scripts.REFRESH)
 
     async def _guarded(self, call: Awaitable[T]) -> T:
         """`call`'s result. redis-py's cluster client may disconnect a node's connections
