@@ -91,13 +91,14 @@ bench: $(STAMP)
 
 # The long soak: load plus each fault in turn (kill -9 listener, Redis and PostgreSQL
 # restarts, the slot dropped); SOAK_DWELL seconds of load around each. Figures: README.md.
+# CLUSTER=1: Redis is a local Redis Cluster (3 masters, 3 replicas), failed over and killed.
 SOAK_DWELL ?= 40
 # Then the evicting-Redis soak (every maxmemory policy, a minute each) and many more random
 # interleavings of the store's scripts than `make test` runs.
 EVICTION_SOAK_SECONDS ?= 60
 STORE_MODEL_EXAMPLES ?= 1000
 soak: $(STAMP)
-	$(BIN)/python -m bench.soak --dwell $(SOAK_DWELL)
+	$(BIN)/python -m bench.soak --dwell $(SOAK_DWELL) $(if $(CLUSTER),--cluster)
 	EVICTION_SOAK_SECONDS=$(EVICTION_SOAK_SECONDS) STORE_MODEL_EXAMPLES=$(STORE_MODEL_EXAMPLES) \
 		$(BIN)/pytest -q -s tests/integration/test_eviction_soak.py tests/integration/test_store_model.py
 

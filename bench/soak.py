@@ -12,6 +12,11 @@ firewall forgets them: the listener must notice and take its slot back), Redis b
 for the API and the listener, and PostgreSQL black-holed for the API (each for `hold`
 seconds, every connection silent, new ones too, then answering again).
 
+With `--cluster` Redis is a local Redis Cluster of 3 masters and 3 replicas instead
+(bench.soak_redis): its faults are a ``CLUSTER FAILOVER FORCE`` of the master holding the
+dashboard's slot and a kill -9 of another master (healed once the stack has recovered);
+a single Redis restart and Redis black-holed do not apply there and are skipped, saying so.
+
 After each fault the stack must recover by itself: recovery is the first moment a change
 committed in PostgreSQL is seen invalidated in Redis end to end (the checker's probe) and
 the API answers a read, counted from the fault (from its end, for those held). Load then
@@ -36,32 +41,40 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import redis.asyncio
+import redis
+from redis.exceptions import RedisClusterException
 
 from bench.soak_load import Load, lost_writes
+from bench.soak_redis import ClusterRedis, SingleRedis, SoakRedis
 from cdc_listener.check import Checker
 from cdc_listener.probe import Prober
 from devtools.faultproxy import FaultProxy
 from mescache.db import make_pool
 from mescache.demo import load_demo_data
-from mescache.devstack import free_port, start_servers
+from mescache.devstack import PostgresServer, ensure_binaries, free_port
 from mescache.keys import KeySchema
 from mescache.migrate import apply_migrations
+from mescache.redisconn import make_redis
 from mescache.settings import CacheSettings
 
 TOKEN = "soak-operator-key-0123456789abcdef0123456789"  # noqa: S105  # a throwaway stack's key
 SLOT = "orders_cache"
-FAULTS = (
-    "kill -9 listener",
-    "restart redis",
-    "restart postgresql",
-    "drop the slot",
-    "replication stream black-holed",
-    "redis black-holed",
-    "postgresql black-holed for the api",
-)
-# Faults held for `hold` seconds and then lifted; recovery counts from the lift.
-HELD = frozenset({"redis black-holed", "postgresql black-holed for the api"})
+PG_HELD = "postgresql black-holed for the api"
+
+
+def fault_plan(rs: SoakRedis) -> tuple[list[str], frozenset[str]]:
+    """The faults in turn, and those held for `hold` seconds and then lifted (recovery
+    counts from the lift)."""
+    plan = [
+        "kill -9 listener",
+        *rs.restarts,
+        "restart postgresql",
+        "drop the slot",
+        "replication stream black-holed",
+        *rs.silent,
+        PG_HELD,
+    ]
+    return plan, frozenset({*rs.silent, PG_HELD})
 
 
 @dataclass
@@ -76,6 +89,7 @@ class FaultResult:
 @dataclass
 class SoakReport:
     results: list[FaultResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     listener_restarts: int = 0
     final_stale: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
@@ -96,6 +110,7 @@ class SoakReport:
             lines.append(f"| {r.fault} | {took} | {r.client_errors} / {r.requests} | {r.stale} |")
         lines += [
             "",
+            *[f"skipped: {fault}: {why}" for fault, why in self.skipped.items()],
             f"listener restarts by the supervisor: {self.listener_restarts}",
             f"acknowledged writes checked: {self.writes_acked}; lost: {len(self.lost)}",
             f"stale keys after the quiet period: {len(self.final_stale)}",
@@ -148,33 +163,43 @@ class Supervisor:
 
 class Soak:
     def __init__(
-        self, workdir: Path, orders: int, dwell: float, quiet: float, liveness: float
+        self,
+        workdir: Path,
+        orders: int,
+        dwell: float,
+        quiet: float,
+        liveness: float,
+        *,
+        cluster: bool = False,
     ) -> None:
         self.workdir, self.orders, self.dwell, self.quiet = workdir, orders, dwell, quiet
         self.liveness = liveness
+        self.rs: SoakRedis = ClusterRedis(workdir) if cluster else SingleRedis(workdir)
         self.hold = max(2.0, min(dwell / 4, 10.0))
         self.keys = KeySchema()
 
     async def run(self) -> SoakReport:
-        pg, rs = start_servers(self.workdir)
+        self.pg = pg = _start_postgres(self.workdir)
         api: subprocess.Popen[bytes] | None = None
         supervisor: Supervisor | None = None
         # Each process reaches the servers through proxies of its own, so a fault can hit
         # one process's flows alone; the checker, the prober and the load's raw SQL do not.
         self.listener_pg = FaultProxy("127.0.0.1", pg.port)
         self.api_pg = FaultProxy("127.0.0.1", pg.port)
-        self.redis_proxy = FaultProxy("127.0.0.1", rs.port)
-        proxies = (self.listener_pg, self.api_pg, self.redis_proxy)
+        proxies = (self.listener_pg, self.api_pg)
         try:
+            await self.rs.start()
             for proxy in proxies:
                 await proxy.start()
-            self.pg, self.rs = pg, rs
             self.url = pg.create_database("soak")
             apply_migrations(self.url)
             load_demo_data(self.url, orders=self.orders, models=24)
             common = {
                 **os.environ,
-                "REDIS_URL": self.redis_proxy.url_for(rs.url()),
+                "REDIS_URL": self.rs.process_url,
+                # The load counts a status change as acknowledged on a 200, and a cluster
+                # refuses write-behind anyway.
+                "WRITE_BEHIND": "false",
                 "OPERATOR_API_KEY": TOKEN,
                 "CDC_SLOT": SLOT,
                 "CDC_LIVENESS_TIMEOUT": str(self.liveness),
@@ -195,11 +220,14 @@ class Soak:
                     api.wait(15)
             for proxy in proxies:
                 await proxy.close()
-            rs.stop()
+            await self.rs.close()
             pg.stop("immediate")
 
     async def _soak(self, supervisor: Supervisor) -> SoakReport:
-        report = SoakReport()
+        plan, held = fault_plan(self.rs)
+        report = SoakReport(skipped=dict(self.rs.skipped))
+        for fault, why in report.skipped.items():
+            print(f"soak: skipped fault {fault!r}: {why}", file=sys.stderr, flush=True)
         supervised = asyncio.create_task(supervisor.run())
         with psycopg.connect(self.url) as conn:
             rows = [r[0] for r in conn.execute("SELECT id FROM orders ORDER BY id LIMIT 200")]
@@ -208,15 +236,16 @@ class Soak:
             raise RuntimeError("the stack did not start")
         clients = asyncio.create_task(load.run())
         await asyncio.sleep(self.dwell)
-        for fault in FAULTS:
+        for fault in plan:
             load.phase = fault
             started = time.monotonic()
             await self._inject(fault, supervisor)
-            if fault in HELD:
+            if fault in held:
                 await asyncio.sleep(self.hold)
                 self._lift(fault)
                 started = time.monotonic()
             recovered = await self._recovery(started + 90)
+            await self.rs.after_recovery(fault)
             await asyncio.sleep(self.dwell)
             stale = await self._check(grace=3.0)
             report.results.append(
@@ -244,8 +273,6 @@ class Soak:
     async def _inject(self, fault: str, supervisor: Supervisor) -> None:
         if fault == "kill -9 listener":
             supervisor.kill9()
-        elif fault == "restart redis":
-            await asyncio.to_thread(self._restart_redis)
         elif fault == "restart postgresql":
             await asyncio.to_thread(self._restart_postgres)
         elif fault == "drop the slot":
@@ -253,20 +280,18 @@ class Soak:
         elif fault == "replication stream black-holed":
             # The listener's flows open now (its stream) stay dead; new ones pass.
             self.listener_pg.black_hole_existing()
-        elif fault == "redis black-holed":
-            self.redis_proxy.black_hole()
-        elif fault == "postgresql black-holed for the api":
+        elif fault == PG_HELD:
             self.api_pg.black_hole()
+        else:
+            await self.rs.inject(fault)
 
     def _lift(self, fault: str) -> None:
         """New flows pass again; the black-holed ones stay dead until their owner gives
         them up (as after a firewall that forgot them)."""
-        proxy = self.redis_proxy if fault == "redis black-holed" else self.api_pg
-        proxy.heal()
-
-    def _restart_redis(self) -> None:
-        self.rs.stop()
-        self.rs.start()  # same port, empty: nothing is persisted
+        if fault == PG_HELD:
+            self.api_pg.heal()
+        else:
+            self.rs.lift(fault)
 
     def _restart_postgres(self) -> None:
         self.pg.stop("fast")
@@ -292,12 +317,14 @@ class Soak:
     async def _recovery(self, deadline: float) -> float | None:
         """When an end-to-end invalidation and an API read both work again."""
         async with (
-            redis.asyncio.Redis.from_url(self.rs.url(), socket_timeout=2) as r,
+            make_redis(self.rs.url, 2.0, 8) as r,
             httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2) as http,
         ):
             prober = Prober(self.url, r, self.keys)
             while time.monotonic() < deadline:
-                with contextlib.suppress(psycopg.Error, redis.RedisError, httpx.HTTPError):
+                with contextlib.suppress(
+                    psycopg.Error, redis.RedisError, RedisClusterException, httpx.HTTPError
+                ):
                     sampled = await prober.sample(1, rate=1.0, wait_for=1.0, settle=0.5)
                     read = await http.get(f"{self.base_url}/orders/dashboard")
                     if not sampled.missed and read.status_code == 200:
@@ -306,15 +333,27 @@ class Soak:
         return None
 
     async def _check(self, grace: float) -> list[str]:
-        settings = CacheSettings(database_url=self.url, redis_url=self.rs.url())
+        settings = CacheSettings(database_url=self.url, redis_url=self.rs.url)
         pool = make_pool(self.url, 1, 4, "soak-check")
         await pool.open(wait=True, timeout=30)
         try:
-            async with redis.asyncio.Redis.from_url(self.rs.url()) as r:
+            # Past its connection bound a cluster client fails instead of waiting: room
+            # for the checker's concurrent calls.
+            async with make_redis(self.rs.url, 10.0, 32) as r:
                 report = await Checker(r, pool, self.keys, settings).run(grace)
         finally:
             await pool.close()
         return [f"{s.name}: {s.diff}" for s in report.stale]
+
+
+def _start_postgres(workdir: Path) -> PostgresServer:
+    bindir, _ = ensure_binaries()
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)  # the postgres user must reach its data directory
+    pg = PostgresServer(workdir / "pg", bindir)
+    pg.init()
+    pg.start()
+    return pg
 
 
 def _spawn_api(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -327,11 +366,14 @@ def _spawn_api(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def run_soak(orders: int, dwell: float, quiet: float, liveness: float = 10.0) -> SoakReport:
-    """`liveness`: the listener's CDC_LIVENESS_TIMEOUT (the short soak takes less)."""
+def run_soak(
+    orders: int, dwell: float, quiet: float, liveness: float = 10.0, *, cluster: bool = False
+) -> SoakReport:
+    """`liveness`: the listener's CDC_LIVENESS_TIMEOUT (the short soak takes less);
+    `cluster`: Redis is a local Redis Cluster instead of one server."""
     workdir = Path(tempfile.mkdtemp(prefix="mescache-soak-"))
     try:
-        return asyncio.run(Soak(workdir, orders, dwell, quiet, liveness).run())
+        return asyncio.run(Soak(workdir, orders, dwell, quiet, liveness, cluster=cluster).run())
     finally:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
@@ -346,8 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--liveness", type=float, default=10.0, help="the listener's CDC_LIVENESS_TIMEOUT, s"
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="Redis is a local Redis Cluster (3 masters, 3 replicas) instead of one server",
+    )
     args = parser.parse_args(argv)
-    report = run_soak(args.orders, args.dwell, args.quiet, args.liveness)
+    report = run_soak(args.orders, args.dwell, args.quiet, args.liveness, cluster=args.cluster)
     print(report.summary())
     return 0 if report.passed else 1
 
