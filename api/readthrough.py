@@ -51,8 +51,8 @@ class Read:
 
 @dataclass(slots=True)
 class _Check:
-    """One near_get round trip, shared by every read of the key that arrived before it was
-    sent (`sent` turns true just before the command goes out)."""
+    """One near check (a `store.read` round trip), shared by every read of the key that
+    arrived before it was sent (`sent` turns true just before the command goes out)."""
 
     task: asyncio.Task[bytes | None] | None = None
     sent: bool = False

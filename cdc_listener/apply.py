@@ -120,8 +120,6 @@ class Applier:
         refresh: bool,
         pool: Pool,
     ) -> None:
-        if pool is None:
-            raise ValueError("the applier needs a database pool (refresh, the models' ids)")
         self.store = store
         self.keys = keys
         self.settings = settings
