@@ -116,3 +116,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for: {what}")
         await asyncio.sleep(0.02)
+
+
+def confirmed_past_now(database_url: str, slot: str) -> bool:
+    """Whether the slot's confirmed position has reached the server's WAL end."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots"
+            " WHERE slot_name = %s",
+            [slot],
+        ).fetchone()
+    return bool(row and row[0])

@@ -7,11 +7,9 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import cast
 
 import psycopg
-import pytest
 import redis.asyncio
 
 from mescache.keys import KeySchema
@@ -24,6 +22,8 @@ from tests.integration.writer_fixtures import (
     new_orders,
     process_env,
     status_in_db,
+    wb_redis,
+    writer,
     writer_settings,
 )
 from writer.apply import Applied, apply_entry
@@ -31,21 +31,9 @@ from writer.dead_letters import UnknownDeadLetter, retry_dead_letters
 from writer.entries import StatusEntry
 from writer.prune import AppliedPruner
 
+__all__ = ["wb_redis", "writer"]  # the fixtures
+
 KEYS = KeySchema()
-
-
-@pytest.fixture
-async def wb_redis(durable_redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(durable_redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def writer(database_url: str, durable_redis_url: str) -> AsyncIterator[InProcessWriter]:
-    running = InProcessWriter(writer_settings(database_url, durable_redis_url))
-    yield running
-    await running.close()
 
 
 def cli(database_url: str, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -202,6 +190,7 @@ def test_list_retry_and_drop_speak_plainly(database_url: str, durable_redis_url:
 async def test_a_replay_after_pruning_applies_nothing_twice(
     wb_redis: redis.asyncio.Redis, database_url: str, durable_redis_url: str
 ) -> None:
+
     first, second, third = new_orders(database_url, 3)
     pending = PendingWrites(wb_redis, KEYS)
     settings = writer_settings(database_url, durable_redis_url, writer_prune_lag=0.2)

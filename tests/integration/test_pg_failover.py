@@ -30,7 +30,12 @@ from mescache.devstack import PostgresServer, embedded_bindir, ensure_binaries
 from mescache.keys import KeySchema
 from mescache.migrate import apply_migrations
 from tests.integration.conftest import api_settings, http_client
-from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
+from tests.integration.listener_fixtures import (
+    InProcessListener,
+    confirmed_past_now,
+    eventually,
+    listener_settings,
+)
 from tests.integration.test_check import run_check
 from tests.integration.test_cli import cli
 
@@ -150,16 +155,6 @@ def _copy_synced(standby: PostgresServer, slot: str) -> bool:
     return bool(row and row[0])
 
 
-def _caught_up(url: str, slot: str) -> bool:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots"
-            " WHERE slot_name = %s",
-            [slot],
-        ).fetchone()
-    return bool(row and row[0])
-
-
 @pytest.fixture
 async def api(pair: Pair, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(api_settings(pair.url(), redis_url))
@@ -217,7 +212,7 @@ async def test_a_promotion_under_write_load_leaves_nothing_stale(
         await load.close()
         new_primary = pair.standby.url("mes")
         await eventually(
-            lambda: asyncio.to_thread(_caught_up, new_primary, settings.cdc_slot),
+            lambda: asyncio.to_thread(confirmed_past_now, new_primary, settings.cdc_slot),
             "the listener caught up on the new primary",
         )
         sentinels_kept = [bool(await r.exists(keys.order(order_id).name)) for order_id in SENTINELS]

@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
 
@@ -16,7 +15,12 @@ from api.app import create_app
 from devtools.redisha import LocalSentinel
 from mescache.keys import KeySchema
 from tests.integration.conftest import api_settings, http_client
-from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
+from tests.integration.listener_fixtures import (
+    InProcessListener,
+    confirmed_past_now,
+    eventually,
+    listener_settings,
+)
 from tests.integration.test_listener import dba, drop_slot, order_with_status
 
 KEYS = KeySchema()
@@ -63,16 +67,6 @@ async def _hit_with(http: httpx.AsyncClient, order_id: int, status: str) -> bool
     )
 
 
-def _confirmed_past_now(database_url: str, slot: str) -> bool:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots"
-            " WHERE slot_name = %s",
-            [slot],
-        ).fetchone()
-    return bool(row and row[0])
-
-
 async def test_reads_hit_and_changes_apply_again_after_the_master_is_killed(
     redis_sentinel: LocalSentinel,
     sentinel_listener: InProcessListener,
@@ -116,7 +110,7 @@ async def test_an_invalidation_the_old_master_never_replicated_is_not_lost(
     async def invalidated_and_confirmed() -> bool:
         slot = sentinel_listener.settings.cdc_slot
         return master.call("EXISTS", name) == 0 and await asyncio.to_thread(
-            _confirmed_past_now, database_url, slot
+            confirmed_past_now, database_url, slot
         )
 
     # The old master acknowledged the invalidation and PostgreSQL will never resend it.

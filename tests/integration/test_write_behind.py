@@ -34,10 +34,14 @@ from tests.integration.writer_fixtures import (
     dba,
     new_orders,
     status_in_db,
+    wb_redis,
+    writer,
     writer_settings,
 )
 from writer.apply import Applied, apply_entry
 from writer.entries import StatusEntry
+
+__all__ = ["wb_redis", "writer"]  # the fixtures
 
 KEYS = KeySchema()
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -61,20 +65,6 @@ async def wb_client(wb_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Speaks as an operator: status changes are operators' work."""
     async with http_client(wb_app) as http:
         yield http
-
-
-@pytest.fixture
-async def wb_redis(durable_redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = redis.asyncio.Redis.from_url(durable_redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def writer(database_url: str, durable_redis_url: str) -> AsyncIterator[InProcessWriter]:
-    running = InProcessWriter(writer_settings(database_url, durable_redis_url))
-    yield running
-    await running.close()
 
 
 async def _patch(client: httpx.AsyncClient, order_id: int, status: str) -> httpx.Response:
@@ -392,6 +382,7 @@ async def test_a_namespace_flush_keeps_pending_writes(
 async def test_the_api_refuses_write_behind_on_a_redis_without_aof(
     database_url: str, redis_url: str
 ) -> None:
+
     application = create_app(api_settings(database_url, redis_url, write_behind=True))
     with pytest.raises(RedisNotDurable, match="appendonly yes"):
         async with application.router.lifespan_context(application):

@@ -7,10 +7,13 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
+import pytest
+import redis.asyncio
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
@@ -128,3 +131,19 @@ def status_in_db(database_url: str, order_id: int) -> str:
 def applied_entries(database_url: str) -> dict[str, tuple[int, str]]:
     rows = dba(database_url, "SELECT entry_id, order_id, status FROM write_behind_applied")
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+@pytest.fixture
+async def wb_redis(durable_redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of this test's database on the append-only Redis write-behind needs."""
+    client = redis.asyncio.Redis.from_url(durable_redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def writer(database_url: str, durable_redis_url: str) -> AsyncIterator[InProcessWriter]:
+    """The writer running in this test's event loop."""
+    running = InProcessWriter(writer_settings(database_url, durable_redis_url))
+    yield running
+    await running.close()
