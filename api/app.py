@@ -22,11 +22,12 @@ from starlette.routing import Match
 from api import apikeys, docs, limits, page
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
-from api.changes import change_feed
 from api.context import AppContext
+from api.feed import change_feed
 from api.keycache import KeyVerifier, Lookup
 from api.metrics import ApiMetrics
 from api.nearcache import NearCache
+from api.owners import OrderOwners, owner_lookup
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
@@ -159,7 +160,12 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
         )
         store = RedisStore(redis)
         bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
-        feed = change_feed(cfg.redis_url, keys.changes_channel(), cfg.redis_timeout)
+        feed = change_feed(
+            cfg.redis_url,
+            keys.changes_channel(),
+            cfg.redis_timeout,
+            OrderOwners(owner_lookup(pool)),
+        )
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.breaker import RedisBreaker
-from api.changes import ChangeFeed
+from api.feed import ChangeFeed
 from api.keycache import KeyVerifier
 from api.metrics import ApiMetrics
 from api.readthrough import ReadThrough

@@ -1,13 +1,18 @@
-"""What keeps an operator's dashboard live: the change stream (``/events``) and ``/stats``.
+"""What keeps the pages live: the change streams (``/events``, ``/customers/me/events``)
+and ``/stats``.
 
 ``/events`` is a Server-Sent Events stream: ``ready`` once the page is subscribed, then
 ``change`` for each batch the listener applied (its message as data), ``resync`` when
 messages may have been missed (refetch everything), and keep-alive comments in between.
-Every stream reads the process's single change feed (api.changes), never Redis itself. On
+Every stream reads the process's single change feed (api.feed), never Redis itself. On
 server shutdown each stream ends cleanly (a complete response), and pages reconnect.
 ``/stats`` starts the feed too, so the invalidation lag shows from the first change after
 someone asked for it, whether or not a page follows ``/events``.
 Both endpoints are for operators (a bearer operator key).
+
+``/customers/me/events`` is the client page's stream, for a client key: the same events,
+but a ``change`` names only the key's customer's orders (``{"orders": [ids]}``) and comes
+only when one of them changed; the filtering is the feed's (api.feed), server-side.
 """
 
 from __future__ import annotations
@@ -16,19 +21,24 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.auth import AUTH_RESPONSES, require_operator
-from api.changes import CLOSED, FeedEvent, Subscription
-from api.context import Ctx
+from api.auth import AUTH_RESPONSES, Caller, forbidden, require_operator
+from api.context import AppContext, Ctx
+from api.feed import CLOSED, FeedEvent, Subscription
 
 router = APIRouter(
     tags=["dashboard"], dependencies=[Depends(require_operator)], responses=AUTH_RESPONSES
 )
+client_router = APIRouter(tags=["client page"], responses=AUTH_RESPONSES)
+_SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "an SSE stream"}
+}
 
 _SHUTDOWN_GRACE = 2.0  # s a stream has to end by itself once the server stops
 
@@ -69,18 +79,29 @@ async def stats(ctx: Ctx) -> CacheStats:
     )
 
 
-@router.get(
-    "/events",
-    response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "an SSE stream"}},
-)
+@router.get("/events", response_class=EventSourceResponse, responses=_SSE_RESPONSES)
 async def events(ctx: Ctx) -> EventSourceResponse:
     """Server-Sent Events: one ``change`` per batch of changes the listener applied."""
+    return _stream(ctx, None)
+
+
+@client_router.get(
+    "/customers/me/events", response_class=EventSourceResponse, responses=_SSE_RESPONSES
+)
+async def my_events(ctx: Ctx, caller: Caller) -> EventSourceResponse:
+    """Server-Sent Events for a client key: a ``change`` (``{"orders": [ids]}``) whenever
+    one of its customer's orders changed, and never a word of another customer's."""
+    if caller.customer is None:
+        raise forbidden("this stream is a client key's; an operator follows /events")
+    return _stream(ctx, caller.customer)
+
+
+def _stream(ctx: AppContext, customer: str | None) -> EventSourceResponse:
     feed = ctx.feed
     shutdown = anyio.Event()  # set by sse-starlette when the server begins to stop
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        async with feed.subscribe() as subscription:
+        async with feed.subscribe(customer) as subscription:
             # Subscribed first, then "ready": a page refetching on "ready" misses nothing.
             yield ServerSentEvent(json.dumps({"live": feed.connected}), event="ready")
             while True:

@@ -96,6 +96,11 @@ class ApiSettings(CacheSettings):
     events_ping: float = Field(
         default=15.0, gt=0, description="keep-alive comment interval on /events streams, s"
     )
+    currency: str = Field(
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code the pages show prices in (never stored in cached bytes)",
+    )
 
     operator_api_key: SecretStr | None = Field(
         default=None,

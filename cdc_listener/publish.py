@@ -20,7 +20,7 @@ and counted as failed.
 
 On a Redis Cluster the channel is a sharded one (``SPUBLISH``): the message goes to the
 shard owning the channel's slot only, instead of over the cluster bus to every node as a
-plain ``PUBLISH`` would; the API subscribes with ``SSUBSCRIBE`` (api.changes). A single
+plain ``PUBLISH`` would; the API subscribes with ``SSUBSCRIBE`` (api.feed). A single
 Redis and a Sentinel-managed master use plain ``PUBLISH``.
 
 Message (JSON, one per batch)::

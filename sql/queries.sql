@@ -143,3 +143,13 @@ WHERE CASE WHEN entry_id ~ '^[0-9]+-[0-9]+$'
            THEN (split_part(entry_id, '-', 1)::numeric, split_part(entry_id, '-', 2)::numeric)
                 < (%(ms)s::numeric, %(seq)s::numeric)
            ELSE false END;
+
+-- name: customers_of_orders
+-- Whose orders an announced batch touched, before a client's page hears of them.
+SELECT id, customer FROM orders WHERE id = ANY(%(ids)s);
+
+-- name: model_mesh
+-- A model's mesh for its picture (has_model false: no such model).
+SELECT m.id IS NOT NULL AS has_model, m.mesh
+FROM (SELECT) AS one
+LEFT JOIN models m ON m.id = %(id)s;

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
-from api.changes import ChangeFeed, FeedEvent, change_feed
+from api.feed import ChangeFeed, FeedEvent, change_feed
 from cdc_listener.apply import Batch
 from cdc_listener.publish import ChangePublisher
 from devtools.redisha import LocalCluster, Node

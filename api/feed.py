@@ -17,6 +17,14 @@ Sentinel a reconnect finds the new master.
 The subscription starts with the first page that follows the feed (a process no
 dashboard talks to holds none) and lasts until the process stops. The feed also remembers
 the last announced change, for the invalidation lag in /stats.
+
+A client's page follows the same feed, filtered here, server-side: it hears of its own
+customer's orders only (``{"orders": [ids]}``, nothing else of the message), and of
+nothing at all when a batch touched only other customers' orders or the catalogue. Whose
+orders a batch touched is asked of PostgreSQL once per batch for all clients
+(api.owners), by a task of its own so that a slow database never holds up the operators'
+pages; a batch too large to list, a lookup that failed or a client backlog that overflowed
+becomes a ``resync`` for the clients, which names no order.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError
 
+from api.owners import OrderOwners
 from mescache.redisconn import (
     make_subscriber,
     next_message,
@@ -42,9 +52,10 @@ from mescache.redisconn import (
     subscribe,
 )
 
-log = logging.getLogger("api.changes")
+log = logging.getLogger("api.feed")
 
 _QUEUE_SIZE: Final = 32  # events a page may lag behind before it is told to resync
+_CLIENT_BACKLOG: Final = 64  # batches awaiting their owners' lookup before clients resync
 _READ_WAIT: Final = 5.0  # how long one read waits; also paces the connection health check
 _MAX_BACKOFF: Final = 10.0
 _ENDED: Final = frozenset({"unsubscribe", "sunsubscribe"})
@@ -76,9 +87,11 @@ class LastChange:
 
 
 class Subscription:
-    """One page's view of the feed: a bounded queue of events."""
+    """One page's view of the feed: a bounded queue of events. A client's subscription
+    (`customer` set) gets only what concerns that customer."""
 
-    def __init__(self) -> None:
+    def __init__(self, customer: str | None = None) -> None:
+        self.customer = customer
         self._queue: asyncio.Queue[FeedEvent] = asyncio.Queue(_QUEUE_SIZE)
 
     def push(self, event: FeedEvent) -> None:
@@ -97,13 +110,17 @@ class Subscription:
 class ChangeFeed:
     """Subscribes once to the changes channel and fans its messages out to pages."""
 
-    def __init__(self, redis: Redis, channel: str) -> None:
+    def __init__(self, redis: Redis, channel: str, owners: OrderOwners | None = None) -> None:
         self.redis = redis
         self.channel = channel
+        self.owners = owners  # None: no client may follow this feed
         self.connected = False
         self.last: LastChange | None = None
         self._subscriptions: set[Subscription] = set()
+        self._clients: dict[str, set[Subscription]] = {}
+        self._for_clients: asyncio.Queue[list[int] | None] = asyncio.Queue(_CLIENT_BACKLOG)
         self._task: asyncio.Task[None] | None = None
+        self._client_task: asyncio.Task[None] | None = None
         self._closing = False
 
     @property
@@ -115,35 +132,91 @@ class ChangeFeed:
         """Follow the channel from now on (idempotent)."""
         if self._task is None and not self._closing:
             self._task = asyncio.create_task(self._run(), name="change-feed")
+        if self._client_task is None and self.owners is not None and not self._closing:
+            self._client_task = asyncio.create_task(
+                self._tell_clients(self.owners), name="change-feed-clients"
+            )
 
     async def close(self) -> None:
         """Stop following the channel and end every page's stream."""
         self._closing = True
-        if self._task is not None:
+        for task in (self._task, self._client_task):
+            if task is None:
+                continue
             # redis-py can swallow a cancellation that lands inside a connect: cancel
             # again until the task has really ended.
-            while not self._task.done():
-                self._task.cancel()
-                await asyncio.wait({self._task}, timeout=0.1)
-            if not self._task.cancelled() and self._task.exception() is not None:
-                log.error("change feed failed: %r", self._task.exception())
-        for subscription in self._subscriptions:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("change feed failed: %r", task.exception())
+        for subscription in self._every_subscription():
             subscription.push(CLOSED)
         await self.redis.aclose()
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[Subscription]:
+    async def subscribe(self, customer: str | None = None) -> AsyncIterator[Subscription]:
+        """A page's subscription: every change for an operator's (`customer` None), only
+        that customer's orders for a client's."""
+        if customer is not None and self.owners is None:
+            raise RuntimeError("this feed has no owner lookup: clients cannot follow it")
         self.start()
-        subscription = Subscription()
-        self._subscriptions.add(subscription)
+        subscription = Subscription(customer)
+        group = (
+            self._subscriptions if customer is None else self._clients.setdefault(customer, set())
+        )
+        group.add(subscription)
         try:
             yield subscription
         finally:
-            self._subscriptions.discard(subscription)
+            group.discard(subscription)
+            if customer is not None and not group:
+                self._clients.pop(customer, None)
+
+    def _every_subscription(self) -> list[Subscription]:
+        clients = [s for group in self._clients.values() for s in group]
+        return [*self._subscriptions, *clients]
 
     def _broadcast(self, event: FeedEvent) -> None:
-        for subscription in self._subscriptions:
+        """To every page: only events that carry no order (resync, closed) go to clients."""
+        targets = self._subscriptions if event.kind == "change" else self._every_subscription()
+        for subscription in targets:
             subscription.push(event)
+
+    def _queue_for_clients(self, orders: list[int] | None) -> None:
+        if not self._clients:
+            return  # nobody to tell: no lookup either
+        try:
+            self._for_clients.put_nowait(orders)
+        except asyncio.QueueFull:
+            while not self._for_clients.empty():
+                self._for_clients.get_nowait()
+            self._for_clients.put_nowait(None)  # the clients resync instead
+
+    async def _tell_clients(self, owners: OrderOwners) -> None:
+        """Resolve each batch's orders to their customers and tell each client its own."""
+        while True:
+            orders = await self._for_clients.get()
+            if not self._clients:
+                continue
+            if orders is None:
+                self._to_clients(RESYNC)
+                continue
+            try:
+                owned = await owners.customers_of(orders)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("could not tell whose orders changed, clients resync: %s", exc)
+                self._to_clients(RESYNC)
+                continue
+            for customer, ids in owned.items():
+                event = FeedEvent("change", {"orders": ids})
+                for subscription in self._clients.get(customer, ()):
+                    subscription.push(event)
+
+    def _to_clients(self, event: FeedEvent) -> None:
+        for group in self._clients.values():
+            for subscription in group:
+                subscription.push(event)
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -197,9 +270,18 @@ class ChangeFeed:
             received_at=time.time(),
         )
         self._broadcast(FeedEvent("change", data))
+        orders = data.get("orders")
+        if orders is None:
+            self._queue_for_clients(None)
+        elif isinstance(orders, list):
+            ids = [i for i in orders if isinstance(i, int) and not isinstance(i, bool)]
+            if ids:
+                self._queue_for_clients(ids)
 
 
-def change_feed(redis_url: str, channel: str, connect_timeout: float) -> ChangeFeed:
+def change_feed(
+    redis_url: str, channel: str, connect_timeout: float, owners: OrderOwners | None = None
+) -> ChangeFeed:
     """A feed on a connection of its own: it blocks on reads, so it cannot share the API's
     fail-fast pool."""
-    return ChangeFeed(make_subscriber(redis_url, connect_timeout), channel)
+    return ChangeFeed(make_subscriber(redis_url, connect_timeout), channel, owners)
