@@ -10,9 +10,10 @@ server shutdown each stream ends cleanly (a complete response), and pages reconn
 someone asked for it, whether or not a page follows ``/events``.
 Both endpoints are for operators (a bearer operator key).
 
-``/customers/me/events`` is the client page's stream, for a client key: the same events,
-but a ``change`` names only the key's customer's orders (``{"orders": [ids]}``) and comes
-only when one of them changed; the filtering is the feed's (api.feed), server-side.
+``/customers/me`` names a client key's customer; ``/customers/me/events`` is the client
+page's stream, for a client key: the same events, but a ``change`` names only the key's
+customer's orders (``{"orders": [ids]}``) and comes only when one of them changed; the
+filtering is the feed's (api.feed), server-side.
 """
 
 from __future__ import annotations
@@ -83,6 +84,20 @@ async def stats(ctx: Ctx) -> CacheStats:
 async def events(ctx: Ctx) -> EventSourceResponse:
     """Server-Sent Events: one ``change`` per batch of changes the listener applied."""
     return _stream(ctx, None)
+
+
+class Me(BaseModel):
+    """Whose a client key is."""
+
+    customer: str = Field(description="the customer this key reads and orders for")
+
+
+@client_router.get("/customers/me", response_model=Me)
+async def me(caller: Caller) -> Me:
+    """The client key's customer, for the client page (it places orders in that name)."""
+    if caller.customer is None:
+        raise forbidden("an operator key speaks for no customer")
+    return Me(customer=caller.customer)
 
 
 @client_router.get(

@@ -1,14 +1,14 @@
 // The operator's dashboard: lists new and in-progress orders, moves them along, and
 // refetches the (cached) dashboard whenever the API's /events stream says an order changed.
 //
-// The operator key lives in sessionStorage and goes with every request as a Bearer token.
-// EventSource cannot send headers, so /events is read with fetch and a stream reader.
-// Every value from the API reaches the DOM through textContent, never as HTML.
+// Models and materials are shown by name, from the cached /catalogue, fetched again when
+// the stream announces a catalogue change. The dashboard view holds every active order:
+// the page keeps them all in memory, filters them by the search box and renders only one
+// page of rows per section, so thousands of orders stay quick to show.
 "use strict";
 
-const KEY_STORE = "mes.operatorKey";
 const STATS_EVERY_MS = 5000;
-const MAX_RETRY_MS = 10000;
+const PAGE_ROWS = 50;
 
 const MOVES = {
   new: [["in_progress", "Take into work", "primary"], ["cancelled", "Cancel", "danger"]],
@@ -16,114 +16,38 @@ const MOVES = {
 };
 const SECTIONS = { new: "new", in_progress: "in-progress" };
 
-const $ = (id) => document.getElementById(id);
-let operatorKey = sessionStorage.getItem(KEY_STORE);
-let stream = null; // the AbortController of the open /events request
-let loading = null; // the dashboard fetch in flight
-let loadAgain = false;
+let orders = []; // the dashboard view's items, as last fetched
+const pageOf = { new: 0, in_progress: 0 };
+const names = { models: new Map(), materials: new Map() };
 
-class Unreachable extends Error {}
-class Unauthorized extends Error {}
+// --- the catalogue's names --------------------------------------------------------------
 
-// --- talking to the API -----------------------------------------------------------------
-
-async function api(path, init = {}) {
-  const headers = new Headers(init.headers || {});
-  if (operatorKey) headers.set("Authorization", "Bearer " + operatorKey);
+async function loadCatalogue() {
   let resp;
   try {
-    resp = await fetch(path, { ...init, headers, cache: "no-store" });
-  } catch (err) {
-    if (init.signal && init.signal.aborted) throw err;
-    throw new Unreachable(String(err));
+    resp = await api("/catalogue");
+  } catch (_) {
+    return; // ids are shown until the next try
   }
-  if (resp.status === 401) {
-    askForKey("The operator key was refused: enter it again.");
-    throw new Unauthorized();
-  }
-  if (resp.status === 403) {
-    askForKey("This key is not an operator's key.");
-    throw new Unauthorized();
-  }
-  return resp;
+  if (!resp.ok) return;
+  const catalogue = await resp.json();
+  names.models = new Map((catalogue.models || []).map((m) => [m.id, m.name]));
+  names.materials = new Map((catalogue.materials || []).map((m) => [m.id, m.name]));
+  render();
 }
 
-async function detailOf(resp) {
-  try {
-    const body = await resp.json();
-    if (typeof body.detail === "string") return body.detail;
-    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join("; ");
-  } catch (_) { /* not JSON: fall through */ }
-  return "HTTP " + resp.status;
+function modelName(id) {
+  return names.models.get(id) || "model " + id;
 }
 
-// --- messages ---------------------------------------------------------------------------
-
-function say(text, kind = "error") {
-  const item = document.createElement("li");
-  item.className = kind;
-  const span = document.createElement("span");
-  span.textContent = text;
-  const close = document.createElement("button");
-  close.type = "button";
-  close.className = "quiet";
-  close.textContent = "×";
-  close.title = "dismiss";
-  close.addEventListener("click", () => item.remove());
-  item.append(span, close);
-  $("messages").prepend(item);
-  while ($("messages").children.length > 5) $("messages").lastChild.remove();
-  if (kind === "info") setTimeout(() => item.remove(), 4000);
-}
-
-function connection(problem) {
-  const banner = $("connection");
-  banner.hidden = !problem;
-  banner.textContent = problem || "";
-}
-
-function setLive(on) {
-  const live = $("live");
-  live.className = on ? "on" : "off";
-  live.textContent = on ? "live" : "reconnecting…";
-}
-
-// --- the key ----------------------------------------------------------------------------
-
-function askForKey(reason) {
-  operatorKey = null;
-  sessionStorage.removeItem(KEY_STORE);
-  if (stream) stream.abort();
-  $("board").hidden = true;
-  $("key-form").hidden = false;
-  $("key-input").value = "";
-  $("key-input").focus();
-  if (reason) say(reason);
-}
-
-function useKey(key) {
-  operatorKey = key;
-  sessionStorage.setItem(KEY_STORE, key);
-  $("key-form").hidden = true;
-  $("board").hidden = false;
-  follow();
+function materialName(id) {
+  return names.materials.get(id) || "material " + id;
 }
 
 // --- the dashboard ----------------------------------------------------------------------
 
-function refetch() {
-  if (loading) {
-    loadAgain = true; // a change arrived mid-fetch: fetch once more when this one ends
-    return;
-  }
-  loading = loadDashboard().finally(() => {
-    loading = null;
-    if (loadAgain) {
-      loadAgain = false;
-      refetch();
-    }
-  });
-}
+const refetch = coalesced(loadDashboard);
+const refetchCatalogue = coalesced(loadCatalogue);
 
 async function loadDashboard() {
   let resp;
@@ -137,27 +61,42 @@ async function loadDashboard() {
     say("Could not load the dashboard: " + (await detailOf(resp)));
     return;
   }
-  render((await resp.json()).items);
+  orders = (await resp.json()).items;
+  render();
   loadStats();
 }
 
-function render(orders) {
-  for (const [status, prefix] of Object.entries(SECTIONS)) {
-    const rows = orders.filter((o) => o.status === status);
-    const body = $(prefix + "-orders");
-    const fragment = document.createDocumentFragment();
-    for (const order of rows) fragment.append(row(order));
-    body.replaceChildren(fragment);
-    $(prefix + "-count").textContent = String(rows.length);
-    $(prefix + "-empty").hidden = rows.length > 0;
-  }
+function matches(order, query) {
+  if (String(order.id) === query.replace(/^#/, "")) return true;
+  return (
+    String(order.customer).toLowerCase().includes(query) ||
+    modelName(order.model_id).toLowerCase().includes(query)
+  );
 }
 
-function cell(text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
+function render() {
+  const query = $("search").value.trim().toLowerCase();
+  const shown = query ? orders.filter((o) => matches(o, query)) : orders;
+  for (const [status, prefix] of Object.entries(SECTIONS)) {
+    const rows = shown.filter((o) => o.status === status);
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+    pageOf[status] = Math.min(pageOf[status], pages - 1);
+    const first = pageOf[status] * PAGE_ROWS;
+    const fragment = document.createDocumentFragment();
+    for (const order of rows.slice(first, first + PAGE_ROWS)) fragment.append(row(order));
+    $(prefix + "-orders").replaceChildren(fragment);
+    $(prefix + "-count").textContent = String(rows.length);
+    $(prefix + "-empty").hidden = rows.length > 0;
+    $(prefix + "-empty").textContent = query
+      ? "Nothing matches “" + query + "”."
+      : status === "new" ? "No new orders." : "Nothing in progress.";
+    const pager = $(prefix + "-pager");
+    pager.hidden = pages < 2;
+    pager.querySelector(".where").textContent =
+      first + 1 + "–" + Math.min(first + PAGE_ROWS, rows.length) + " of " + rows.length;
+    pager.querySelector(".prev").disabled = pageOf[status] === 0;
+    pager.querySelector(".next").disabled = pageOf[status] >= pages - 1;
+  }
 }
 
 function row(order) {
@@ -189,20 +128,13 @@ function row(order) {
   tr.append(
     cell(String(order.id), "num"),
     customer,
-    cell("model " + order.model_id + " · material " + order.material_id, "nowrap"),
+    cell(modelName(order.model_id) + " · " + materialName(order.material_id), "piece"),
     cell(String(order.quantity), "num"),
-    cell(String(order.total_price), "num"),
+    cell(money(order.total_price), "num price"),
     cell(when(order.updated_at), "nowrap"),
     actions,
   );
   return tr;
-}
-
-function when(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return String(iso);
-  const today = new Date().toDateString() === date.toDateString();
-  return today ? date.toLocaleTimeString() : date.toLocaleString();
 }
 
 async function move(id, target, tr) {
@@ -252,6 +184,7 @@ async function loadStats() {
   ratio.textContent = stats.hit_ratio === null ? "–" : (stats.hit_ratio * 100).toFixed(1) + " %";
   ratio.title = stats.hits + " hits, " + stats.misses + " misses (this API process)";
   showLag(stats.invalidation_lag_ms);
+  showConsistency(stats.consistency);
 }
 
 function showLag(ms) {
@@ -265,85 +198,57 @@ function showLag(ms) {
   lag.title = "commit to invalidation of the last change";
 }
 
-// --- the change stream ------------------------------------------------------------------
-
-function* events(text) {
-  // Server-Sent Events: blocks separated by a blank line; ':' lines are keep-alives.
-  for (const block of text.split(/\r\n\r\n|\n\n|\r\r/)) {
-    let name = "message";
-    const data = [];
-    for (const line of block.split(/\r\n|\n|\r/)) {
-      if (!line || line.startsWith(":")) continue;
-      const at = line.indexOf(":");
-      const field = at < 0 ? line : line.slice(0, at);
-      const value = at < 0 ? "" : line.slice(at + 1).replace(/^ /, "");
-      if (field === "event") name = value;
-      else if (field === "data") data.push(value);
-    }
-    if (data.length) yield [name, data.join("\n")];
+function showConsistency(consistency) {
+  const box = $("consistency-box");
+  if (!consistency || typeof consistency !== "object") {
+    box.hidden = true;
+    return;
   }
+  box.hidden = false;
+  const nines = consistency.nines;
+  $("consistency").textContent = typeof nines === "number" ? nines.toFixed(2) + " nines" : "–";
+  $("consistency").title =
+    consistency.checks + " checks, " + consistency.stale + " stale, over the last " +
+    consistency.window_s + " s";
 }
 
-function onEvent(name, data) {
-  let body = {};
-  try {
-    body = JSON.parse(data);
-  } catch (_) { /* keep-alive or unknown: ignore */ }
+// --- the change stream ------------------------------------------------------------------
+
+function onEvent(name, body) {
   if (name === "ready" || name === "resync") {
+    refetchCatalogue();
     refetch();
   } else if (name === "change") {
     if (typeof body.lag_ms === "number") showLag(body.lag_ms);
+    if (body.catalogue) refetchCatalogue();
     if (body.orders === null || (Array.isArray(body.orders) && body.orders.length)) refetch();
-  }
-}
-
-async function follow() {
-  if (stream) stream.abort();
-  const controller = new AbortController();
-  stream = controller;
-  let delay = 500;
-  while (!controller.signal.aborted && operatorKey) {
-    try {
-      const resp = await api("/events", { signal: controller.signal });
-      if (!resp.ok) throw new Unreachable(await detailOf(resp));
-      connection(null);
-      setLive(true);
-      delay = 500;
-      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value;
-        const end = Math.max(buffer.lastIndexOf("\r\n\r\n"), buffer.lastIndexOf("\n\n"));
-        if (end < 0) continue;
-        const complete = buffer.slice(0, end);
-        buffer = buffer.slice(end).replace(/^(\r\n|\n)+/, "");
-        for (const [name, data] of events(complete)) onEvent(name, data);
-      }
-      throw new Unreachable("stream ended");
-    } catch (err) {
-      if (controller.signal.aborted || err instanceof Unauthorized) return;
-      setLive(false);
-      connection("API unreachable, retrying…");
-    }
-    await new Promise((resolve) => setTimeout(resolve, delay));
-    delay = Math.min(delay * 2, MAX_RETRY_MS);
   }
 }
 
 // --- start ------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const key = $("key-input").value.trim();
-    if (key) useKey(key);
+  $("search").addEventListener("input", () => {
+    pageOf.new = pageOf.in_progress = 0;
+    render();
   });
-  $("change-key").addEventListener("click", () => askForKey(null));
+  for (const [status, prefix] of Object.entries(SECTIONS)) {
+    const pager = $(prefix + "-pager");
+    pager.querySelector(".prev").addEventListener("click", () => {
+      pageOf[status] -= 1;
+      render();
+    });
+    pager.querySelector(".next").addEventListener("click", () => {
+      pageOf[status] += 1;
+      render();
+    });
+  }
   setInterval(() => {
-    if (operatorKey && !document.hidden) loadStats();
+    if (page.key && !document.hidden) loadStats();
   }, STATS_EVERY_MS);
-  if (operatorKey) useKey(operatorKey);
-  else askForKey(null);
+  startPage({
+    keyStore: "mes.operatorKey",
+    refusedRole: "This key is not an operator's key.",
+    onKey: () => follow("/events", onEvent),
+  });
 });

@@ -15,7 +15,22 @@ def test_a_batch_announces_its_orders_lsn_and_lag() -> None:
     batch.add(Touched(orders={7}), {}, end_lsn=0x1_0000_0F00)
     batch.lag = 0.0012345
     message = json.loads(change_message(batch, with_lsn=True))
-    assert message == {"orders": [7, 42], "commits": 2, "lsn": "1/F00", "lag_ms": 1.234}
+    assert message == {
+        "orders": [7, 42],
+        "catalogue": False,
+        "commits": 2,
+        "lsn": "1/F00",
+        "lag_ms": 1.234,
+    }
+
+
+def test_a_catalogue_change_is_announced_as_one() -> None:
+    renamed = Batch()
+    renamed.add(Touched(price_models={5}), {}, end_lsn=1)
+    assert json.loads(change_message(renamed, with_lsn=True))["catalogue"] is True
+    repriced = Batch()
+    repriced.add(Touched(all_prices=True), {}, end_lsn=1)
+    assert json.loads(change_message(repriced, with_lsn=True))["catalogue"] is True
 
 
 def test_notify_mode_has_no_lsn_and_an_unknown_lag_is_null() -> None:
