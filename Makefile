@@ -80,7 +80,7 @@ promtool:
 
 # Regenerates docs/dashboard.png from the browser test's live page.
 screenshot: $(STAMP) browser
-	DASHBOARD_SCREENSHOT=docs/dashboard.png $(BIN)/pytest tests/acceptance -q
+	DASHBOARD_SCREENSHOT=docs/dashboard.png CLIENT_SCREENSHOT=docs/client.png $(BIN)/pytest tests/acceptance -q
 
 # Rewrites BENCHMARKS.md; QUICK=1 for a smoke run. Load comes from wrk (Debian's package),
 # installed here when missing and we are root.

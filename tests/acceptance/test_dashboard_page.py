@@ -283,3 +283,114 @@ def test_the_docs_render_from_this_origin_under_its_policy(
         assert all(url.startswith(api.base_url + "/") for url in loaded), loaded
     finally:
         api.stop()
+
+
+BULK = 3000
+
+
+def shown_rows(driver: WebDriver, section: str) -> list[tuple[str, str]]:
+    """(order id, text) of the rows rendered now, read in one go: a re-render (any change
+    refetches the dashboard) would leave element handles stale."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map((tr) => [tr.dataset.orderId, tr.innerText])",
+        f"#{section}-orders tr",
+    )
+    return [(str(i), str(t)) for i, t in rows]
+
+
+def search(driver: WebDriver, text: str) -> None:
+    field = driver.find_element(By.ID, "search")
+    field.clear()
+    if text:
+        field.send_keys(text)
+
+
+def test_a_working_day_of_thousands_of_orders_pages_searches_and_names(
+    browser: WebDriver,
+    stack: tuple[ApiProcess, subprocess.Popen[bytes]],
+    database_url: str,
+) -> None:
+    api, _ = stack
+    sql(
+        database_url,
+        "INSERT INTO orders (customer, model_id, material_id, quantity, total_price)"
+        " SELECT 'Bulk customer ' || (i %% 500), 1 + i %% (SELECT count(*) FROM models), 1, 1,"
+        " 100 + i FROM generate_series(1, %s) AS i",
+        BULK,
+    )
+    (model_id, model_name), *_ = sql(database_url, "SELECT id, name FROM models ORDER BY id DESC")
+    (material_name,) = sql(database_url, "SELECT name FROM materials WHERE id = 1")[0]
+    zoe = int(
+        sql(
+            database_url,
+            "INSERT INTO orders (customer, model_id, material_id, quantity, total_price)"
+            " VALUES ('Zoe Unique', %s, 1, 1, 1234.50) RETURNING id",
+            model_id,
+        )[0][0]
+    )
+    active = sql(
+        database_url,
+        "SELECT o.id, o.customer, m.name FROM orders o JOIN models m ON m.id = o.model_id"
+        " WHERE o.status = 'new'",
+    )
+    assert len(active) > BULK
+
+    browser.get(api.base_url + "/")
+    enter_key(browser, OPERATOR_KEY)
+    count = browser.find_element(By.ID, "new-count")
+    until(lambda: count.text == str(len(active)), f"{len(active)} new orders counted", browser)
+    # One page of rows is rendered, whatever the number of orders; the pager says where.
+    first_page = [i for i, _ in shown_rows(browser, "new")]
+    assert len(first_page) == 50
+    pager = browser.find_element(By.ID, "new-pager")
+    assert pager.is_displayed()
+    assert pager.find_element(By.CLASS_NAME, "where").text == f"1\N{EN DASH}50 of {len(active)}"
+    pager.find_element(By.CLASS_NAME, "next").click()
+    second_page = [i for i, _ in shown_rows(browser, "new")]
+    assert len(second_page) == 50
+    assert not set(first_page) & set(second_page)
+    assert pager.find_element(By.CLASS_NAME, "where").text == f"51\N{EN DASH}100 of {len(active)}"
+
+    # Names, not ids, and the currency (CURRENCY, EUR by default).
+    search(browser, "Zoe Unique")
+    until(lambda: count.text == "1", "the search by customer", browser)
+    until(lambda: model_name in shown_rows(browser, "new")[0][1], "the model's name", browser)
+    ((_, zoes_row),) = shown_rows(browser, "new")
+    assert material_name in zoes_row
+    assert "€1,234.50" in zoes_row  # an en-US browser's format of the amount in EUR
+    assert not pager.is_displayed()
+
+    search(browser, str(zoe))
+    until(
+        lambda: [i for i, _ in shown_rows(browser, "new")] == [str(zoe)],
+        "the search by order number",
+        browser,
+    )
+
+    query = model_name.lower()
+    expected = [row for row in active if query in row[2].lower() or query in row[1].lower()]
+    search(browser, model_name)
+    until(lambda: count.text == str(len(expected)), "the search by model name", browser)
+    assert 1 < len(expected) < len(active)
+    assert all(model_name in text for _, text in shown_rows(browser, "new"))
+
+    # A renamed model reaches the open page, without a reload.
+    browser.execute_script("window.notReloaded = true")
+    search(browser, "Zoe Unique")
+    sql(database_url, "UPDATE models SET name = 'Aurora band' WHERE id = %s", model_id)
+    until(lambda: "Aurora band" in shown_rows(browser, "new")[0][1], "the renamed model", browser)
+    assert browser.execute_script("return window.notReloaded") is True
+
+    # The staleness figure, when the API reports it.
+    stats = httpx.get(
+        api.base_url + "/stats", headers={"Authorization": f"Bearer {OPERATOR_KEY}"}, timeout=10
+    ).json()
+    box = browser.find_element(By.ID, "consistency-box")
+    if stats.get("consistency") is not None:
+        until(box.is_displayed, "the consistency figure", browser)
+    else:
+        until(
+            lambda: browser.find_element(By.ID, "hit-ratio").text != "\N{EN DASH}", "stats", browser
+        )
+        assert not box.is_displayed()
