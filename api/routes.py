@@ -259,6 +259,79 @@ async def by_status(
     return _json(read.body, read.hit)
 
 
+_CUSTOMER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    403: {"description": "a client key asking for another customer's orders"},
+    422: {"description": "a customer name that is empty, too long or not storable text"},
+}
+PageLimit = Annotated[
+    int | None, Query(ge=1, description="page size; capped at the server's maximum")
+]
+PageCursor = Annotated[
+    int | None, Query(ge=1, le=BIGINT_MAX, description="next_cursor of the previous page")
+]
+
+
+async def _customer_orders(
+    ctx: AppContext, customer: str, cursor: int | None, limit: int | None
+) -> Response:
+    if not 1 <= len(customer) <= 200 or not is_storable_text(customer):
+        raise HTTPException(422, "a customer name is 1 to 200 characters of text")
+    page_size = min(limit or ctx.settings.page_limit_default, ctx.settings.page_limit_max)
+    read = await ctx.cache.get(
+        ctx.keys.customer_page(customer, cursor, page_size),
+        ctx.settings.ttl_customer,
+        lambda: reads.customer_page_json(ctx.pool, customer, cursor, page_size),
+    )
+    return _json(read.body, read.hit)
+
+
+@router.get(
+    "/customers/me/orders",
+    response_model=OrderPage,
+    tags=["client"],
+    responses=_CUSTOMER_RESPONSES,
+)
+async def my_orders(
+    ctx: Ctx, caller: Caller, limit: PageLimit = None, cursor: PageCursor = None
+) -> Response:
+    """The orders of this client key's customer, newest first, a page at a time (key
+    `orders:{customer:<name>}:page:...`, every page cached). For an operator key, which
+    acts for no customer, `me` is a customer's name like any other."""
+    return await _customer_orders(ctx, caller.customer or "me", cursor, limit)
+
+
+@router.get(
+    "/customers/{customer:path}/orders",
+    response_model=OrderPage,
+    tags=["orders"],
+    responses=_CUSTOMER_RESPONSES,
+)
+async def customer_orders(
+    ctx: Ctx,
+    caller: Caller,
+    customer: Annotated[str, Path(description="the customer's name, percent-encoded")],
+    limit: PageLimit = None,
+    cursor: PageCursor = None,
+) -> Response:
+    """One customer's orders, newest first, a page at a time: any customer for an operator
+    key, its own for a client key (another customer's: 403)."""
+    if not owns(caller, customer):
+        raise forbidden("a client key reads only its own customer's orders")
+    return await _customer_orders(ctx, customer, cursor, limit)
+
+
+@router.get(
+    "/catalogue", response_model=reads.CatalogueNames, tags=["catalogue"], responses=AUTH_RESPONSES
+)
+async def catalogue(ctx: Ctx, _: Caller) -> Response:
+    """The names of every model and material (key `catalogue:{names}`)."""
+    read = await ctx.cache.get(
+        ctx.keys.catalogue(), ctx.settings.ttl_catalogue, lambda: reads.catalogue_json(ctx.pool)
+    )
+    return _json(read.body, read.hit)
+
+
 async def _read_order(
     ctx: AppContext, caller: Principal, order_id: int
 ) -> tuple[Read, Any, Overlay | None]:

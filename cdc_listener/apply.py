@@ -134,6 +134,8 @@ class Applier:
         # Whole-table events are rare: their scans run before the batch's pipeline.
         if touched.all_orders:
             flushed = await store.flush_matching(keys.orders_pattern(), keys.outlives_flush)
+        if touched.all_customers:
+            flushed += await store.flush_matching(keys.customers_pattern())
         dashboard = None
         if touched.dashboard and self.refresh:
             dashboard = await reads.dashboard_json(self.pool)
@@ -153,9 +155,13 @@ class Applier:
             others.append(keys.new_orders())
         if touched.dashboard and dashboard is None:
             others.append(keys.dashboard())
+        if touched.catalogue:
+            others.append(keys.catalogue())
         others += [keys.probe(p) for p in sorted(touched.probes)]
         stale += [(key.name, key.fence, key.lease) for key in others]
         families = [keys.status_family(s) for s in sorted(touched.statuses)]
+        if not touched.all_customers:
+            families += [keys.customer_family(c) for c in sorted(touched.customers)]
         families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
         families += await self._catalogue_families(touched)
         ttl_order, ttl_dashboard = self.settings.ttl_order, self.settings.ttl_dashboard

@@ -35,23 +35,24 @@ class RelationCache:
 
     def __init__(self) -> None:
         self._by_oid: dict[int, tuple[Relation, dict[str, int]]] = {}
-        # For `orders`: its column count and the positions of id and status.
-        self._orders: dict[int, tuple[int, int, int]] = {}
+        # For `orders`: its column count and the positions of id, status and customer.
+        self._orders: dict[int, tuple[int, int, int, int]] = {}
 
     def remember(self, relation: Relation) -> None:
         positions = {column.name: i for i, column in enumerate(relation.columns)}
         self._by_oid[relation.oid] = (relation, positions)
         self._orders.pop(relation.oid, None)
-        if relation.name == "orders" and "id" in positions and "status" in positions:
+        if relation.name == "orders" and {"id", "status", "customer"} <= positions.keys():
             self._orders[relation.oid] = (
                 len(relation.columns),
                 positions["id"],
                 positions["status"],
+                positions["customer"],
             )
 
     def add_order_update(self, touched: Touched, message: RowChange) -> bool:
         """Add the targets of an `orders` update that carries both whole row images, reading
-        the two values the rule needs straight from the rows; False (nothing added) for any
+        the values the rule needs straight from the rows; False (nothing added) for any
         other message, which then goes through `changes_of` and the rule.
 
         Per row of a catch-up this skips two row views and a Change: the same targets."""
@@ -61,17 +62,20 @@ class RelationCache:
         old = message.old
         if slots is None or old is None:
             return False
-        count, id_at, status_at = slots
+        count, id_at, status_at, customer_at = slots
         new = message.new
         if len(old) != count or len(new) != count:
             return False  # the general path names the mismatch
         old_id, new_id = old[id_at], new[id_at]
         old_status, new_status = old[status_at], new[status_at]
+        old_customer, new_customer = old[customer_at], new[customer_at]
         if not (
             type(old_id) is bytes
             and type(new_id) is bytes
             and type(old_status) is bytes
             and type(new_status) is bytes
+            and type(old_customer) is bytes
+            and type(new_customer) is bytes
         ):
             return False  # NULL, unchanged TOAST or a key-only image: the general path
         add_order_row(
@@ -81,6 +85,8 @@ class RelationCache:
             new_id=int(new_id),
             old_status=old_status.decode(),
             new_status=new_status.decode(),
+            old_customer=old_customer.decode(),
+            new_customer=new_customer.decode(),
         )
         return True
 

@@ -32,7 +32,7 @@ from redis.asyncio import Redis, RedisCluster
 from mescache import reads
 from mescache.db import Pool
 from mescache.errors import OrderNotFound, PricingError
-from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, KeyRef, KeySchema
+from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, KeyRef, KeySchema, decode_name
 from mescache.pricing import PriceRequest
 from mescache.settings import CacheSettings
 from mescache.store import Observed, RedisStore
@@ -53,6 +53,11 @@ async def _status_page(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes
     return await reads.status_page_json(pool, p["status"], cursor, int(p["limit"]))
 
 
+async def _customer_page(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
+    cursor = None if p["start"] == "first" else int(p["start"])
+    return await reads.customer_page_json(pool, decode_name(p["customer"]), cursor, int(p["limit"]))
+
+
 async def _price(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
     try:
         request = PriceRequest.from_member(f"{p['model']}:{p['material']}:{p['params']}")
@@ -67,6 +72,8 @@ RECOMPUTE: dict[str, Recompute] = {
     "new_orders": lambda pool, s, _: reads.newest_json(pool, s.new_orders_limit),
     "status_page": _status_page,
     "price": _price,
+    "customer_page": _customer_page,
+    "catalogue": lambda pool, _, __: reads.catalogue_json(pool),
 }
 # Kinds that hold no database value: a probe key is a marker the sampling mode sets.
 NOT_COMPARED = frozenset({"probe"})

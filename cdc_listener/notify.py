@@ -40,12 +40,12 @@ _DRAIN_ROWS = 1000
 
 
 def outbox_change(row: tuple[Any, ...]) -> Change:
-    """An outbox row (table_name, op, old_id, new_id, old_status, new_status) in the
-    rule's terms."""
-    table, op, old_id, new_id, old_status, new_status = row
-    old = None if old_id is None else {"id": old_id, "status": old_status}
-    new = None if new_id is None else {"id": new_id, "status": new_status}
-    return Change(table, op, old=old, new=new)
+    """An outbox row (table_name, op, old_id, new_id, old_status, new_status, old_customer,
+    new_customer, changed) in the rule's terms."""
+    table, op, old_id, new_id, old_status, new_status, old_customer, new_customer, changed = row
+    old = None if old_id is None else {"id": old_id, "status": old_status, "customer": old_customer}
+    new = None if new_id is None else {"id": new_id, "status": new_status, "customer": new_customer}
+    return Change(table, op, old, new, None if changed is None else frozenset(changed))
 
 
 class NotifySource:
@@ -125,7 +125,8 @@ class NotifySource:
                 rows = await (
                     await conn.execute(
                         "SELECT id, created_at, table_name, op, old_id, new_id, old_status,"
-                        " new_status FROM cache_outbox ORDER BY id LIMIT %s"
+                        " new_status, old_customer, new_customer, changed"
+                        " FROM cache_outbox ORDER BY id LIMIT %s"
                         " FOR UPDATE SKIP LOCKED",
                         [_DRAIN_ROWS],
                     )

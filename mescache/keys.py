@@ -12,6 +12,11 @@ over the slots:
   slot: ``price:{model:5}`` (the model's prices), ``price:{model:5}:material:2`` (its
   prices in material 2) and ``price:{model:5}:all``. A change of material 2 or of a pricing
   rule moves that family of every model, so each price stays checkable in one script;
+- ``orders:{customer:Anna%20K.}:page:{start}:{limit}`` a page of one customer's orders,
+  in the family ``orders:{customer:Anna%20K.}``; the name is percent-encoded (only
+  ``A-Z a-z 0-9 _ . - ~`` stay as they are), so a name holding ``{``, ``}``, ``*``, ``:``
+  or spaces can neither move the hash tag nor act as a SCAN pattern;
+- ``catalogue:{names}`` the names of every model and material;
 - ``probe:{3}`` a row of the consistency probe table;
 - ``stats:price-requests`` counts price requests for warm-up, and ``cache:master`` names the
   Redis master the listener last saw (neither is cache: flushes keep them).
@@ -39,6 +44,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote, unquote
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,10 @@ UNKNOWN: Final = "unknown"
 _BOOKKEEPING: Final = (
     (
         TAG_SET,
-        re.compile(r"orders:\{status:[a-z_]+\}|price:\{model:[0-9]+\}(:material:[0-9]+|:all)?"),
+        re.compile(
+            r"orders:\{status:[a-z_]+\}|orders:\{customer:[A-Za-z0-9_.~%-]+\}"
+            r"|price:\{model:[0-9]+\}(:material:[0-9]+|:all)?"
+        ),
     ),
 )
 
@@ -146,6 +155,24 @@ class KeySchema:
         start = "first" if cursor is None else str(cursor)
         family = self.status_family(status)
         return self._key(f"{family[len(self.prefix) :]}:page:{start}:{limit}", family)
+
+    def customer_family(self, customer: str) -> str:
+        """The tag set naming every cached page of one customer's orders."""
+        return f"{self.prefix}orders:{{customer:{encode_name(customer)}}}"
+
+    def customer_page(self, customer: str, cursor: int | None, limit: int) -> CacheKey:
+        """One page of a customer's orders, newest first."""
+        start = "first" if cursor is None else str(cursor)
+        family = self.customer_family(customer)
+        return self._key(f"{family[len(self.prefix) :]}:page:{start}:{limit}", family)
+
+    def customers_pattern(self) -> str:
+        """Every customer's pages, tag set and fences (when a change cannot tell whose)."""
+        return f"{self.prefix}orders:{{customer:*"
+
+    def catalogue(self) -> CacheKey:
+        """The names of the models and materials."""
+        return self._key("catalogue:{names}")
 
     def family_fence(self, family: str) -> str:
         """The fence of a key, or of a tag-set family (given its full name)."""
@@ -236,11 +263,33 @@ class KeySchema:
             return KeyRef(COMPANION, {})
         for kind, (pattern, build) in VALUE_KINDS.items():
             match = pattern.fullmatch(bare)
-            if match is not None:
-                params = match.groupdict()
-                return KeyRef(kind, params, build(self, params))
+            if match is None:
+                continue
+            params = match.groupdict()
+            try:
+                key = build(self, params)
+            except UnicodeDecodeError:
+                return KeyRef(UNKNOWN, {})  # percent-encoded bytes that are not UTF-8
+            # A name no builder makes (a customer's name encoded another way) is not ours.
+            return KeyRef(kind, params, key) if key.name == name else KeyRef(UNKNOWN, {})
         kind = next((k for k, pattern in _BOOKKEEPING if pattern.fullmatch(bare)), UNKNOWN)
         return KeyRef(kind, {})
+
+
+def encode_name(text: str) -> str:
+    """A free-text name as a key part: percent-encoded UTF-8, nothing but
+    ``A-Z a-z 0-9 _ . - ~`` and ``%`` left (no brace, colon, star or space)."""
+    return quote(text, safe="")
+
+
+def decode_name(part: str) -> str:
+    """The name `encode_name` made `part` from; UnicodeDecodeError if it is not UTF-8."""
+    return unquote(part, errors="strict")
+
+
+def _customer_page(keys: KeySchema, p: dict[str, str]) -> CacheKey:
+    cursor = None if p["start"] == "first" else int(p["start"])
+    return keys.customer_page(decode_name(p["customer"]), cursor, int(p["limit"]))
 
 
 def _page(keys: KeySchema, p: dict[str, str]) -> CacheKey:
@@ -266,5 +315,13 @@ VALUE_KINDS: Final[dict[str, tuple[re.Pattern[str], Builder]]] = {
         re.compile(r"price:\{model:(?P<model>[0-9]+)\}:(?P<material>[0-9]+):(?P<params>.+)"),
         lambda k, p: k.price(int(p["model"]), int(p["material"]), p["params"]),
     ),
+    "customer_page": (
+        re.compile(
+            r"orders:\{customer:(?P<customer>[A-Za-z0-9_.~%-]+)\}"
+            r":page:(?P<start>first|[0-9]+):(?P<limit>[0-9]+)"
+        ),
+        _customer_page,
+    ),
+    "catalogue": (re.compile(r"catalogue:\{names\}"), lambda k, _: k.catalogue()),
     "probe": (re.compile(r"probe:\{(?P<id>[0-9]+)\}"), lambda k, p: k.probe(int(p["id"]))),
 }

@@ -11,6 +11,8 @@ from typing import Any, cast
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from mescache.db import Pool
 from mescache.errors import MaterialNotFound, ModelNotFound, NoPricingRule, OrderNotFound
@@ -50,6 +52,52 @@ async def newest_json(pool: Pool, limit: int) -> bytes:
 async def status_page_json(pool: Pool, status: str, cursor: int | None, limit: int) -> bytes:
     rows = await _rows(pool, "status_page", {"status": status, "cursor": cursor, "limit": limit})
     return dump_page(rows, limit)
+
+
+async def customer_page_json(pool: Pool, customer: str, cursor: int | None, limit: int) -> bytes:
+    """One page of a customer's orders, newest first."""
+    params: dict[str, object] = {"customer": customer, "cursor": cursor, "limit": limit}
+    return dump_page(await _rows(pool, "customer_page", params), limit)
+
+
+async def recent_customers(pool: Pool, limit: int) -> list[str]:
+    """The customers who placed the latest orders, latest first (for warm-up)."""
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(query("recent_customers"), {"limit": limit})).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+class ModelName(TypedDict):
+    id: int
+    sku: str
+    name: str
+    kind: str
+
+
+class MaterialName(TypedDict):
+    id: int
+    code: str
+    name: str
+
+
+class CatalogueNames(TypedDict):
+    """What every model and material is called (pages show names, not ids)."""
+
+    models: list[ModelName]
+    materials: list[MaterialName]
+
+
+_NAMES = TypeAdapter(CatalogueNames)
+
+
+async def catalogue_json(pool: Pool) -> bytes:
+    """The names of every model and material, in id order."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("catalogue_models"))
+        models = cast(list[ModelName], await cur.fetchall())
+        await cur.execute(query("catalogue_materials"))
+        materials = cast(list[MaterialName], await cur.fetchall())
+    return _NAMES.dump_json({"models": models, "materials": materials})
 
 
 async def price_inputs(conn: AsyncConnection[Any], request: PriceRequest) -> PriceInputs:

@@ -2,11 +2,15 @@
 
 An order's insert, update or delete touches ``order:{id}``, the status families of its old
 and new status, ``orders:dashboard`` when either status is active (new or in_progress),
-and ``orders:new`` when either status is new (it enters, leaves, or changes while new).
-Without the old row of an update or delete (the table lost REPLICA IDENTITY FULL), every
-list is touched. A change to a model touches the price family of the model; a change to a
-material touches its price family unless both row images show its density and price per
-gram unchanged (a rename costs nothing); any change to a pricing rule touches every price.
+and ``orders:new`` when either status is new (it enters, leaves, or changes while new),
+and the customer families of its old and new customer (an order moved to another customer
+leaves the first one's list). Without the old row of an update or delete (the table lost
+REPLICA IDENTITY FULL), every list is touched, every customer's included.
+A change to a model touches the price family of the model; a change to a material touches
+its price family unless both row images show its density and price per gram unchanged (a
+rename costs nothing; a source that sends no whole images may say which watched columns
+changed instead); any change to a pricing rule touches every price. Any
+change to a model or a material touches the catalogue of their names.
 A row of the consistency probe table touches its ``probe:{id}`` key.
 TRUNCATE touches every key of the table's families.
 
@@ -37,6 +41,9 @@ class Change:
     op: Operation
     old: Mapping[str, object] | None = None
     new: Mapping[str, object] | None = None
+    # Which of the columns the source watches changed, when it sends no whole row images
+    # (the notify outbox); None: unknown, read the images.
+    changed: frozenset[str] | None = None
 
 
 @dataclass(slots=True)
@@ -52,6 +59,9 @@ class Touched:
     price_materials: set[int] = field(default_factory=set)
     all_prices: bool = False
     probes: set[int] = field(default_factory=set)
+    customers: set[str] = field(default_factory=set)
+    all_customers: bool = False
+    catalogue: bool = False
 
     def __bool__(self) -> bool:
         return bool(
@@ -64,6 +74,9 @@ class Touched:
             or self.price_materials
             or self.all_prices
             or self.probes
+            or self.customers
+            or self.all_customers
+            or self.catalogue
         )
 
     def update(self, other: Touched) -> None:
@@ -76,6 +89,9 @@ class Touched:
         self.price_materials |= other.price_materials
         self.all_prices |= other.all_prices
         self.probes |= other.probes
+        self.customers |= other.customers
+        self.all_customers |= other.all_customers
+        self.catalogue |= other.catalogue
 
     def bound(self, max_keys: int) -> None:
         """Past `max_keys` ids of a kind, touch the whole family instead of each key."""
@@ -86,6 +102,9 @@ class Touched:
             self.price_models.clear()
             self.price_materials.clear()
             self.all_prices = True
+        if len(self.customers) > max_keys:
+            self.customers.clear()
+            self.all_customers = True
 
 
 def _every_list(touched: Touched) -> None:
@@ -99,14 +118,15 @@ def _row_id(row: Mapping[str, object] | None) -> int | None:
     return int(value) if isinstance(value, str | int) else None
 
 
-def _status(row: Mapping[str, object] | None) -> str | None:
-    value = None if row is None else row.get("status")
+def _text(row: Mapping[str, object] | None, column: str) -> str | None:
+    value = None if row is None else row.get(column)
     return value if isinstance(value, str) else None
 
 
 def _orders(change: Change, touched: Touched) -> None:
     if change.op == "truncate":
         touched.all_orders = True
+        touched.all_customers = True
         _every_list(touched)
         return
     add_order_row(
@@ -114,8 +134,10 @@ def _orders(change: Change, touched: Touched) -> None:
         change.op,
         old_id=_row_id(change.old),
         new_id=_row_id(change.new),
-        old_status=_status(change.old),
-        new_status=_status(change.new),
+        old_status=_text(change.old, "status"),
+        new_status=_text(change.new, "status"),
+        old_customer=_text(change.old, "customer"),
+        new_customer=_text(change.new, "customer"),
     )
 
 
@@ -127,14 +149,20 @@ def add_order_row(
     new_id: int | None,
     old_status: str | None,
     new_status: str | None,
+    old_customer: str | None,
+    new_customer: str | None,
 ) -> None:
-    """The targets of one orders row change, given the ids and statuses its images hold
-    (None: no image, or the value was not sent). The listener calls this directly for the
-    common update, without building a Change and its row views."""
+    """The targets of one orders row change, given the ids, statuses and customers its
+    images hold (None: no image, or the value was not sent). The listener calls this
+    directly for the common update, without building a Change and its row views."""
     if old_id is not None:
         touched.orders.add(old_id)
     if new_id is not None:
         touched.orders.add(new_id)
+    if (op != "insert" and old_customer is None) or (op != "delete" and new_customer is None):
+        touched.all_customers = True  # whose list held the order is unknown
+    else:
+        touched.customers.update(c for c in (old_customer, new_customer) if c is not None)
     if (op != "insert" and old_status is None) or (op != "delete" and new_status is None):
         # Without both statuses we cannot tell which lists held the order.
         _every_list(touched)
@@ -151,13 +179,18 @@ def _leaves_prices_alone(change: Change) -> bool:
     old, new = change.old, change.new
     if change.table != "materials" or change.op != "update" or old is None or new is None:
         return False
+    if change.changed is not None:
+        same_id = _row_id(old) is not None and _row_id(old) == _row_id(new)
+        return same_id and not change.changed.intersection(MATERIAL_PRICE_COLUMNS)
     columns = ("id", *MATERIAL_PRICE_COLUMNS)
     if not all(c in old and c in new for c in columns):
         return False  # no full images (the outbox sends ids only, after its own filter)
     return all(old[c] == new[c] for c in columns)
 
 
-def _catalogue(change: Change, touched: Touched) -> None:
+def _prices(change: Change, touched: Touched) -> None:
+    if change.table != "pricing_rules":
+        touched.catalogue = True  # the names of models and materials
     if change.op == "truncate" or change.table == "pricing_rules":
         touched.all_prices = True
         return
@@ -183,7 +216,7 @@ def add_change(touched: Touched, change: Change) -> None:
     if change.table == "orders":
         _orders(change, touched)
     elif change.table in ("models", "materials", "pricing_rules"):
-        _catalogue(change, touched)
+        _prices(change, touched)
     elif change.table == "cache_probe":
         _probe(change, touched)
 

@@ -33,12 +33,21 @@ class CacheSettings(BaseSettings):
     ttl_status: float = Field(default=60.0, gt=0, description="orders:status pages TTL, s")
     ttl_order: float = Field(default=300.0, gt=0, description="order:{id} TTL, s")
     ttl_price: float = Field(default=3600.0, gt=0, description="price:{...} TTL, s")
+    ttl_customer: float = Field(
+        default=60.0, gt=0, description="pages of a customer's orders (orders:{customer:...}), s"
+    )
+    ttl_catalogue: float = Field(default=3600.0, gt=0, description="catalogue:{names} TTL, s")
     new_orders_limit: int = Field(default=50, ge=1, le=1000, description="size of orders:new")
     # The default page size names the first page's key, which warm-up fills as well.
     page_limit_default: int = Field(default=50, ge=1)
     page_limit_max: int = Field(default=200, ge=1)
     warm_prices: int = Field(
         default=100, ge=0, description="warm-up fills this many of the most requested prices"
+    )
+    warm_customers: int = Field(
+        default=20,
+        ge=0,
+        description="warm-up fills the first page of this many customers who ordered last",
     )
 
     redis_timeout: float = Field(

@@ -2,7 +2,8 @@
 Redis restart does not pay the miss.
 
 The hot keys are the dashboard, the newest orders, the first page of each status (at the
-default page size) and the most requested prices (the request counter's top entries).
+default page size), the catalogue's names, the first page of the customers who ordered
+last, and the most requested prices (the request counter's top entries).
 Each is filled exactly as the API fills a miss: take the key's lease, read its fences,
 run the same query, store only if no fence moved (mescache.store). A key already cached is
 left alone; a key whose lease another reader holds is being filled already. Warm-up never
@@ -80,6 +81,17 @@ async def hot_targets(
                 keys.status_page(status, None, page),
                 settings.ttl_status,
                 partial(reads.status_page_json, pool, status, None, page),
+            )
+        )
+    targets.append(
+        Target(keys.catalogue(), settings.ttl_catalogue, partial(reads.catalogue_json, pool))
+    )
+    for customer in await reads.recent_customers(pool, settings.warm_customers):
+        targets.append(
+            Target(
+                keys.customer_page(customer, None, page),
+                settings.ttl_customer,
+                partial(reads.customer_page_json, pool, customer, None, page),
             )
         )
     if settings.warm_prices:

@@ -144,6 +144,25 @@ WHERE CASE WHEN entry_id ~ '^[0-9]+-[0-9]+$'
                 < (%(ms)s::numeric, %(seq)s::numeric)
            ELSE false END;
 
+-- name: customer_page
+-- One customer's orders, newest first, a page at a time (orders_customer_id_idx).
+SELECT id, customer, model_id, material_id, quantity, params, total_price, status,
+       created_at, updated_at
+FROM orders
+WHERE customer = %(customer)s AND (%(cursor)s::bigint IS NULL OR id < %(cursor)s::bigint)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: recent_customers
+-- Warm-up fills the first page of the customers who ordered last.
+SELECT customer FROM orders GROUP BY customer ORDER BY max(id) DESC LIMIT %(limit)s;
+
+-- name: catalogue_models
+SELECT id, sku, name, kind FROM models ORDER BY id;
+
+-- name: catalogue_materials
+SELECT id, code, name FROM materials ORDER BY id;
+
 -- name: customers_of_orders
 -- Whose orders an announced batch touched, before a client's page hears of them.
 SELECT id, customer FROM orders WHERE id = ANY(%(ids)s);

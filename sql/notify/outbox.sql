@@ -15,41 +15,51 @@ CREATE TABLE IF NOT EXISTS cache_outbox (
     new_status  text,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Added later (an install made before them gets them here): whose order it is, before and
+-- after, and which of the columns the trigger watches changed in an update.
+ALTER TABLE cache_outbox ADD COLUMN IF NOT EXISTS old_customer text;
+ALTER TABLE cache_outbox ADD COLUMN IF NOT EXISTS new_customer text;
+ALTER TABLE cache_outbox ADD COLUMN IF NOT EXISTS changed text[];
 
 -- Trigger arguments, if any, name the columns that matter to the cache: an update that
--- keeps the id and leaves all of them alone records nothing (a material's rename touches
--- no price).
+-- keeps the id and leaves all of them alone records nothing, and one that changes some
+-- records which (a material's rename touches its names, not its prices).
 CREATE OR REPLACE FUNCTION cache_outbox_record() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     col text;
-    relevant boolean := false;
+    watched text[];
 BEGIN
     -- Nested tests: OLD and NEW exist only in row-level UPDATE triggers.
     IF TG_OP = 'UPDATE' AND TG_NARGS > 0 THEN
-        IF OLD.id = NEW.id THEN
-            FOREACH col IN ARRAY TG_ARGV LOOP
-                relevant := relevant
-                    OR to_jsonb(OLD) -> col IS DISTINCT FROM to_jsonb(NEW) -> col;
-            END LOOP;
-            IF NOT relevant THEN
-                RETURN NULL;
+        watched := '{}';
+        FOREACH col IN ARRAY TG_ARGV LOOP
+            IF to_jsonb(OLD) -> col IS DISTINCT FROM to_jsonb(NEW) -> col THEN
+                watched := watched || col;
             END IF;
+        END LOOP;
+        IF OLD.id = NEW.id AND cardinality(watched) = 0 THEN
+            RETURN NULL;
         END IF;
     END IF;
-    -- to_jsonb() reads id and status from any of the cached tables (models have no status).
+    -- to_jsonb() reads id, status and customer from any of the cached tables (models have
+    -- neither status nor customer: NULL).
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO cache_outbox (table_name, op) VALUES (TG_TABLE_NAME, 'truncate');
     ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO cache_outbox (table_name, op, new_id, new_status)
-        VALUES (TG_TABLE_NAME, 'insert', NEW.id, to_jsonb(NEW) ->> 'status');
+        INSERT INTO cache_outbox (table_name, op, new_id, new_status, new_customer)
+        VALUES (TG_TABLE_NAME, 'insert', NEW.id, to_jsonb(NEW) ->> 'status',
+                to_jsonb(NEW) ->> 'customer');
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO cache_outbox (table_name, op, old_id, new_id, old_status, new_status)
+        INSERT INTO cache_outbox (table_name, op, old_id, new_id, old_status, new_status,
+                                  old_customer, new_customer, changed)
         VALUES (TG_TABLE_NAME, 'update', OLD.id, NEW.id,
-                to_jsonb(OLD) ->> 'status', to_jsonb(NEW) ->> 'status');
+                to_jsonb(OLD) ->> 'status', to_jsonb(NEW) ->> 'status',
+                to_jsonb(OLD) ->> 'customer', to_jsonb(NEW) ->> 'customer', watched);
     ELSE
-        INSERT INTO cache_outbox (table_name, op, old_id, old_status)
-        VALUES (TG_TABLE_NAME, 'delete', OLD.id, to_jsonb(OLD) ->> 'status');
+        INSERT INTO cache_outbox (table_name, op, old_id, old_status, old_customer)
+        VALUES (TG_TABLE_NAME, 'delete', OLD.id, to_jsonb(OLD) ->> 'status',
+                to_jsonb(OLD) ->> 'customer');
     END IF;
     PERFORM pg_notify('orders_cache', '');
     RETURN NULL;
@@ -65,7 +75,7 @@ CREATE OR REPLACE TRIGGER models_cache_outbox AFTER INSERT OR UPDATE OR DELETE O
 CREATE OR REPLACE TRIGGER models_cache_outbox_truncate AFTER TRUNCATE ON models
     FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
 CREATE OR REPLACE TRIGGER materials_cache_outbox AFTER INSERT OR UPDATE OR DELETE ON materials
-    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record('density_g_cm3', 'price_per_gram');
+    FOR EACH ROW EXECUTE FUNCTION cache_outbox_record('density_g_cm3', 'price_per_gram', 'code', 'name');
 CREATE OR REPLACE TRIGGER materials_cache_outbox_truncate AFTER TRUNCATE ON materials
     FOR EACH STATEMENT EXECUTE FUNCTION cache_outbox_record();
 CREATE OR REPLACE TRIGGER pricing_rules_cache_outbox

@@ -17,6 +17,7 @@ HOT_ORDER_KEYS = [
     "orders:{dashboard}",
     "orders:{new}",
     *(f"orders:{{status:{s}}}:page:first:50" for s in STATUSES),
+    "catalogue:{names}",
 ]
 
 
@@ -37,10 +38,15 @@ async def test_warm_fills_the_hot_keys_and_the_most_requested_prices(
             "3:2:size=base": 1,  # asked once: below the top 4
         },
     )
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "WARM_PRICES": "4"}
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "WARM_PRICES": "4",
+        "WARM_CUSTOMERS": "2",
+    }
     done = cli("warm", env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "warm: 10 hot keys: 8 filled, 2 dropped"
+    assert done.stdout.strip() == "warm: 13 hot keys: 11 filled, 2 dropped"
     assert await redis_client.exists(*HOT_ORDER_KEYS) == len(HOT_ORDER_KEYS)
     assert (
         await redis_client.exists("price:{model:1}:1:size=17", "price:{model:2}:3:size=base") == 2
@@ -57,7 +63,7 @@ async def test_warm_fills_the_hot_keys_and_the_most_requested_prices(
     # a second run rewrites nothing cached; the dropped entries made room in the top 4
     before = await redis_client.get("orders:{dashboard}")
     again = cli("warm", env=env)
-    assert again.stdout.strip() == "warm: 9 hot keys: 1 filled, 8 cached"
+    assert again.stdout.strip() == "warm: 12 hot keys: 1 filled, 11 cached"
     assert await redis_client.exists("price:{model:3}:2:size=base")
     assert await redis_client.get("orders:{dashboard}") == before
 

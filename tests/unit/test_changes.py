@@ -17,7 +17,10 @@ ORDERS = Relation(
     "public",
     "orders",
     "f",
-    tuple(Column(1, name, 25, -1) for name in ("quantity", "id", "note", "status", "model_id")),
+    tuple(
+        Column(1, name, 25, -1)
+        for name in ("quantity", "id", "note", "status", "model_id", "customer")
+    ),
 )
 OTHER = Relation(16385, "public", "materials", "f", ORDERS.columns)
 
@@ -26,7 +29,8 @@ odd: list[Value] = [None, UNCHANGED, b"x", b""]
 ids = st.one_of(st.sampled_from([b"1", b"7", b"42"]), st.sampled_from(odd))
 statuses = st.one_of(st.sampled_from([s.encode() for s in STATUSES]), st.sampled_from(odd))
 other = st.one_of(st.binary(max_size=3), st.none(), st.just(UNCHANGED))
-rows = st.tuples(other, ids, other, statuses, other)
+customers = st.one_of(st.sampled_from([b"Anna K.", b"{x}*"]), st.sampled_from(odd))
+rows = st.tuples(other, ids, other, statuses, other, customers)
 
 
 def general(relations: RelationCache, message: Update) -> Touched:
@@ -70,10 +74,20 @@ def test_the_shortcut_touches_what_the_rule_touches(
 def test_the_common_update_takes_the_shortcut() -> None:
     relations = RelationCache()
     relations.remember(ORDERS)
-    row = (b"3", b"7", b"", b"in_progress", b"1")
+    row = (b"3", b"7", b"", b"in_progress", b"1", b"Anna K.")
+    moved = (b"3", b"7", b"", b"in_progress", b"1", b"Bob")
     touched = Touched()
-    assert relations.add_order_update(touched, Update(ORDERS.oid, row, "O", row))
-    assert touched == Touched(orders={7}, statuses={"in_progress"}, dashboard=True)
+    assert relations.add_order_update(touched, Update(ORDERS.oid, row, "O", moved))
+    assert touched == Touched(
+        orders={7}, statuses={"in_progress"}, dashboard=True, customers={"Anna K.", "Bob"}
+    )
+
+
+def test_a_relation_without_customer_loses_the_shortcut() -> None:
+    relations = RelationCache()
+    relations.remember(Relation(ORDERS.oid, "public", "orders", "f", ORDERS.columns[:5]))
+    row = (b"3", b"7", b"", b"new", b"1")
+    assert not relations.add_order_update(Touched(), Update(ORDERS.oid, row, "O", row))
 
 
 def test_a_relation_without_status_loses_the_shortcut() -> None:
