@@ -28,7 +28,7 @@ Message (JSON, one per batch)::
     {"orders": [17, 42], "catalogue": false, "commits": 2, "lsn": "0/1A2B3C8", "lag_ms": 1.7}
 
 ``orders`` is null when the batch touched too many orders to list (or a whole table);
-``catalogue`` is true when it touched models, materials or pricing (pages refetch names);
+``catalogue`` is true when it touched models or materials (pages refetch their names);
 ``lsn`` is the batch's last commit end (null in notify mode, which has no LSN);
 ``lag_ms`` is the time from the batch's oldest commit to its first application to Redis
 (null when unknown). Commit times come from the database server's clock: on another host,
@@ -65,9 +65,7 @@ def change_message(batch: Batch, with_lsn: bool) -> bytes:
     return json.dumps(
         {
             "orders": orders,
-            "catalogue": bool(
-                touched.price_models or touched.price_materials or touched.all_prices
-            ),
+            "catalogue": touched.catalogue,
             "commits": batch.commits,
             "lsn": format_lsn(batch.end_lsn) if with_lsn else None,
             "lag_ms": None if batch.lag is None else round(batch.lag * 1000, 3),

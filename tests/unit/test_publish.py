@@ -26,11 +26,11 @@ def test_a_batch_announces_its_orders_lsn_and_lag() -> None:
 
 def test_a_catalogue_change_is_announced_as_one() -> None:
     renamed = Batch()
-    renamed.add(Touched(price_models={5}), {}, end_lsn=1)
+    renamed.add(Touched(catalogue=True), {}, end_lsn=1)
     assert json.loads(change_message(renamed, with_lsn=True))["catalogue"] is True
     repriced = Batch()
-    repriced.add(Touched(all_prices=True), {}, end_lsn=1)
-    assert json.loads(change_message(repriced, with_lsn=True))["catalogue"] is True
+    repriced.add(Touched(all_prices=True), {}, end_lsn=1)  # a pricing rule: no names changed
+    assert json.loads(change_message(repriced, with_lsn=True))["catalogue"] is False
 
 
 def test_notify_mode_has_no_lsn_and_an_unknown_lag_is_null() -> None:
