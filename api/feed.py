@@ -20,7 +20,8 @@ the last announced change, for the invalidation lag in /stats.
 
 A client's page follows the same feed, filtered here, server-side: it hears of its own
 customer's orders only (``{"orders": [ids]}``, nothing else of the message), and of
-nothing at all when a batch touched only other customers' orders or the catalogue. Whose
+nothing at all when a batch touched only other customers' orders or the catalogue (an
+order that left the customer, moved or deleted, makes its page ``resync``). Whose
 orders a batch touched is asked of PostgreSQL once per batch for all clients
 (api.owners), by a task of its own so that a slow database never holds up the operators'
 pages; a batch too large to list, a lookup that failed or a client backlog that overflowed
@@ -208,10 +209,13 @@ class ChangeFeed:
                 log.warning("could not tell whose orders changed, clients resync: %s", exc)
                 self._to_clients(RESYNC)
                 continue
-            for customer, ids in owned.items():
+            for customer, ids in owned.owned.items():
                 event = FeedEvent("change", {"orders": ids})
                 for subscription in self._clients.get(customer, ()):
                     subscription.push(event)
+            for customer in owned.former:  # an order moved away or deleted: refetch
+                for subscription in self._clients.get(customer, ()):
+                    subscription.push(RESYNC)
 
     def _to_clients(self, event: FeedEvent) -> None:
         for group in self._clients.values():

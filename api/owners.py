@@ -3,11 +3,13 @@ about its own customer's orders.
 
 The listener's announcement lists order ids only (cdc_listener.publish). Before a client's
 stream hears of an id, the API asks PostgreSQL whose order it is now, once per batch for
-all the clients that follow the feed. It also remembers the owner it saw last, so that an
-order a DBA moved to another customer, or deleted, is still announced to the customer who
-had it (their page drops it); an order never seen before and already gone is announced
-to nobody, since nobody can tell whose it was. A client never receives another customer's
-id: an id goes to the customers that own or owned it, and to nobody else.
+all the clients that follow the feed: an id goes to its current owner and to nobody else.
+
+An order a DBA moved to another customer, or deleted, must still leave the page of the
+customer who had it. For that the API remembers the owner it saw last, and tells a former
+owner only to refetch (a resync, which names no order): the memory can be out of date
+(a batch it did not see), so it never decides who receives an id. An order never seen
+before and already gone reaches nobody, since nobody can tell whose it was.
 
 The memory is bounded (least recently used first out); what is forgotten costs only the
 former owner's notice of a later move or delete, and pages resync on every reconnect.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from psycopg.rows import dict_row
@@ -30,6 +33,15 @@ Lookup = Callable[[list[int]], Awaitable[dict[int, str]]]
 DEFAULT_MEMORY: Final = 100_000  # owners remembered: a few MiB at most
 
 
+@dataclass(frozen=True, slots=True)
+class Owners:
+    """A batch's orders by their current customer (ids sorted), and the customers that had
+    one of them before (they refetch: no id is theirs to receive)."""
+
+    owned: dict[str, list[int]]
+    former: frozenset[str]
+
+
 class OrderOwners:
     """Who owns (or last owned) each order, asked of the database per batch."""
 
@@ -38,24 +50,25 @@ class OrderOwners:
         self._memory = memory
         self._seen: OrderedDict[int, str] = OrderedDict()
 
-    async def customers_of(self, order_ids: Iterable[int]) -> dict[str, list[int]]:
-        """Each customer with the ids (sorted) among `order_ids` it owns or owned last."""
+    async def customers_of(self, order_ids: Iterable[int]) -> Owners:
+        """Whose orders among `order_ids` are now, and who had some of them before."""
         ids = sorted(set(order_ids))
         if not ids:
-            return {}
+            return Owners({}, frozenset())
         now = await self._lookup(ids)
-        told: dict[str, set[int]] = {}
+        owned: dict[str, list[int]] = {}
+        former: set[str] = set()
         for order_id in ids:
             before = self._seen.pop(order_id, None)
             current = now.get(order_id)
-            for customer in {before, current}:
-                if customer is not None:
-                    told.setdefault(customer, set()).add(order_id)
             if current is not None:
+                owned.setdefault(current, []).append(order_id)
                 self._seen[order_id] = current
+            if before is not None and before != current:
+                former.add(before)
         while len(self._seen) > self._memory:
             self._seen.popitem(last=False)
-        return {customer: sorted(found) for customer, found in told.items()}
+        return Owners(owned, frozenset(former))
 
 
 def owner_lookup(pool: Pool) -> Lookup:
