@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -95,6 +96,17 @@ async def _read(client: httpx.AsyncClient, stream: Stream) -> None:
                 name, data = "message", ""
 
 
+def _resyncs(stream: Stream) -> int:
+    return len([name for name, _ in stream.events if name == "resync"])
+
+
+async def _live(stream: Stream) -> bool:
+    return any(
+        name == "resync" or (name == "ready" and data.get("live") is True)
+        for name, data in stream.events
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_streams(base_url: str, count: int) -> AsyncIterator[list[Stream]]:
     async with httpx.AsyncClient(base_url=base_url, headers=OPERATOR) as client:
@@ -104,6 +116,10 @@ async def open_streams(base_url: str, count: int) -> AsyncIterator[list[Stream]]
         try:
             for stream in streams:
                 await stream.wait_for("ready", "the stream is ready")
+            # "ready" comes as soon as a page is subscribed to the process's feed; the feed
+            # holds its Redis subscription once it says "live", or sends its "resync".
+            for stream in streams:
+                await eventually(functools.partial(_live, stream), "the feed is subscribed")
             yield streams
         finally:
             for stream in streams:
@@ -223,8 +239,13 @@ async def test_pages_resync_after_the_subscription_is_lost(
     database_url: str,
 ) -> None:
     async with open_streams(api_server.base_url, 1) as (stream,):
+        resyncs = _resyncs(stream)  # the one of the feed's start, before the kill
         await redis_client.client_kill_filter(_type="pubsub")
-        await stream.wait_for("resync", "a resync after the subscription came back")
+
+        async def resynced() -> bool:
+            return _resyncs(stream) > resyncs
+
+        await eventually(resynced, "a resync after the subscription came back")
 
         async def resubscribed() -> bool:
             return await redis_client.pubsub_numsub(CHANNEL) == [(CHANNEL.encode(), 1)]
