@@ -37,7 +37,12 @@ let pictureFor = null;
 // --- who this key is --------------------------------------------------------------------
 
 async function loadMe() {
-  const resp = await api("/customers/me");
+  let resp;
+  try {
+    resp = await api("/customers/me");
+  } catch (_) {
+    return; // unreachable (the stream says so and retries) or a refused key (asked again)
+  }
   if (!resp.ok) {
     say("Could not tell whose key this is: " + (await detailOf(resp)));
     return;
@@ -270,7 +275,12 @@ function showQuote(quote, problem) {
 
 async function place(event) {
   event.preventDefault();
-  if (!quoted || customer === null) return;
+  if (!quoted) return;
+  if (customer === null) {
+    say("Whose key this is is not known yet: try again in a moment.");
+    loadMe();
+    return;
+  }
   const { asked } = quoted;
   const quantity = Number($("quantity").value);
   if (!Number.isInteger(quantity) || quantity < 1) {
@@ -311,6 +321,8 @@ async function place(event) {
 
 function onEvent(name, body) {
   if (name === "ready" || name === "resync") {
+    if (customer === null) loadMe();
+    if (models.size === 0) loadCatalogue();
     refetchOrders();
   } else if (name === "change" && Array.isArray(body.orders) && body.orders.length) {
     refetchOrders();
@@ -329,10 +341,11 @@ document.addEventListener("DOMContentLoaded", () => {
   startPage({
     keyStore: "mes.clientKey",
     refusedRole: "This key may not do that: the client page needs a client's key.",
-    onKey: async () => {
+    onKey: () => {
+      customer = null;
       follow("/customers/me/events", onEvent);
-      await loadMe();
-      await loadCatalogue();
+      loadMe();
+      loadCatalogue();
     },
   });
 });
