@@ -1,4 +1,4 @@
-"""API keys: minting, hashing, and the `api_keys` table (sql/migrations/003_auth.sql).
+"""API keys: minting, hashing, and the `api_keys` table (mescache/sql/migrations/003_auth.sql).
 
 A key is a long random token (`mes_` and 43 URL-safe characters, 256 bits) shown once when
 it is made. Only its SHA-256 is stored: a key that long needs no slow, salted hash, and a

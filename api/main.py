@@ -27,6 +27,7 @@ from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.http_limits import ConnectionLimits, limited_http
 from mescache.logs import logging_config
+from mescache.queries import query
 from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
 
@@ -53,10 +54,8 @@ def _missing_tables(database_url: str) -> list[str] | None:
     now (the API starts anyway and answers 503 until it can)."""
     try:
         with psycopg.connect(database_url, connect_timeout=5) as conn:
-            rows = conn.execute(
-                "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
-                [list(_REQUIRED_TABLES)],
-            ).fetchall()
+            cur = conn.execute(query("missing_tables"), {"tables": list(_REQUIRED_TABLES)})
+            rows = cur.fetchall()
     except psycopg.OperationalError:
         return None
     return [row[0] for row in rows]

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mescache.db import Pool
+from mescache.queries import query
 
 log = logging.getLogger("api.probes")
 
@@ -60,7 +61,7 @@ async def _postgresql(pool: Pool) -> bool:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             async with pool.connection(timeout=PROBE_TIMEOUT) as conn:
-                await conn.execute("SELECT 1")
+                await conn.execute(query("ping"))
     except (psycopg.Error, TimeoutError) as exc:
         log.debug("readiness: postgresql unreachable", extra={"error": str(exc)})
         return False

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import psycopg
 import uvloop
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -41,7 +42,7 @@ from mescache.db import make_pool
 from mescache.errors import CacheLayerError
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
-from mescache.queries import SQL_DIR
+from mescache.queries import script as sql_script
 from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
 from mescache.store import RedisStore
@@ -182,11 +183,11 @@ async def _drop(settings: ListenerSettings, _: argparse.Namespace) -> int:
 
 
 async def _install_notify(settings: ListenerSettings, _: argparse.Namespace) -> int:
-    script = (SQL_DIR / "notify" / "outbox.sql").read_text(encoding="utf-8")
+    script = sql.SQL(sql_script("notify/outbox.sql"))  # our own packaged file
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
-        await conn.execute(script)  # our own file: no user input in it
+        await conn.execute(script)
     print("notify outbox and triggers installed")
     return 0
 

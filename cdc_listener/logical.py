@@ -55,6 +55,7 @@ from cdc_listener.transport import ReplicationStream
 from mescache.db import with_liveness
 from mescache.keys import KeySchema
 from mescache.orders import Order
+from mescache.queries import query
 from mescache.rules import Touched, add_change
 from mescache.store import RedisStore
 
@@ -136,13 +137,8 @@ class LogicalSource:
                     "slot taken back from this listener's silent walsender",
                     extra={"slot": self.settings.cdc_slot, "pid": self.previous.pid},
                 )
-            row = await (
-                await conn.execute(
-                    "SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text"
-                    " FROM pg_replication_slots WHERE slot_name = %s",
-                    [self.settings.cdc_slot],
-                )
-            ).fetchone()
+            position = {"slot": self.settings.cdc_slot}
+            row = await (await conn.execute(query("slot_position"), position)).fetchone()
         if row is not None and row[0] is not None:
             self.confirmed = parse_lsn(row[0])
             self.pending = parse_lsn(row[1])
@@ -210,9 +206,7 @@ class LogicalSource:
                     await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
                     bounded(self._liveness, "heartbeat", conn),
                 ):
-                    await conn.execute(
-                        "SELECT pg_logical_emit_message(false, 'orders_cache.heartbeat', '')"
-                    )
+                    await conn.execute(query("stream_heartbeat"))
             except (psycopg.Error, StreamSilent) as exc:
                 # the stream itself will tell if the server is gone
                 log.warning("heartbeat failed", extra={"error": str(exc)})

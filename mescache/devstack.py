@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from mescache.demo import load_demo_data
 from mescache.logs import redact
 from mescache.migrate import apply_migrations
+from mescache.queries import query
 
 
 class StackError(RuntimeError):
@@ -237,9 +239,14 @@ class PostgresServer:
 
     def create_database(self, name: str, template: str | None = None) -> str:
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            extra = f' TEMPLATE "{template}"' if template else ""
-            conn.execute(f'CREATE DATABASE "{name}"{extra}')
+            conn.execute(query("database_drop").format(name=sql.Identifier(name)))
+            if not template:
+                conn.execute(query("database_create").format(name=sql.Identifier(name)))
+            else:
+                create = query("database_create_from")
+                conn.execute(
+                    create.format(name=sql.Identifier(name), template=sql.Identifier(template))
+                )
         return self.url(name)
 
 

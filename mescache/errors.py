@@ -6,7 +6,7 @@ class CacheLayerError(Exception):
 
 
 class QueryNotFound(CacheLayerError):
-    """A named query is missing from sql/queries.sql."""
+    """A named query or SQL script is missing from the package (mescache/sql)."""
 
 
 class MigrationError(CacheLayerError):

@@ -52,6 +52,7 @@ from mescache.db import severed_after, with_liveness
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
 from mescache.pending import GROUP, PendingWrites
+from mescache.queries import query
 from mescache.redisconn import make_redis
 from writer.apply import (
     Applied,
@@ -77,9 +78,7 @@ _LOCK_CHECK = 1.0  # how often the active writer makes sure it still holds the l
 
 async def _session(conn: Connection) -> tuple[int, object]:
     """The server's backend of `conn`: its pid and start time (a pid alone may be reused)."""
-    cur = await conn.execute(
-        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-    )
+    cur = await conn.execute(query("writer_session"))
     row = await cur.fetchone()
     if row is None:  # a session always sees itself
         raise psycopg.OperationalError("the server does not show this session")
@@ -156,9 +155,7 @@ class Writer:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock_conn:
             async with severed_after(lock_conn, bound):
                 await self._end_abandoned(lock_conn)
-                cur = await lock_conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtext('orders-writer:' || %s))", [self.stream]
-                )
+                cur = await lock_conn.execute(query("writer_lock"), {"stream": self.stream})
                 row = await cur.fetchone()
             self._reached = True
             if row is None or not row[0]:
@@ -177,21 +174,14 @@ class Writer:
             return
         pids = [pid for pid, _ in self._sessions]
         starts = [start for _, start in self._sessions]
-        cur = await conn.execute(
-            "SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_stat_activity a"
-            " JOIN unnest(%s::int[], %s::timestamptz[]) AS mine(pid, started)"
-            " ON a.pid = mine.pid AND a.backend_start = mine.started",
-            [pids, starts],
-        )
+        cur = await conn.execute(query("writer_end_sessions"), {"pids": pids, "starts": starts})
         ended = [row[0] for row in await cur.fetchall() if row[1]]
         self._sessions = []
         if ended:
             log.warning("ended this writer's silent sessions pids=%s", ended)
             # Gone within milliseconds; the caller's bound covers a server that hangs.
             while True:
-                cur = await conn.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [ended]
-                )
+                cur = await conn.execute(query("sessions_alive"), {"pids": ended})
                 if await cur.fetchone() is None:
                     break
                 await asyncio.sleep(0.02)
@@ -222,7 +212,7 @@ class Writer:
             if now >= next_lock_check:
                 try:
                     async with severed_after(lock_conn, bound):
-                        await lock_conn.execute("SELECT 1")
+                        await lock_conn.execute(query("ping"))
                 except psycopg.OperationalError as exc:
                     raise LockLost(f"lock connection lost: {exc}") from exc
                 next_lock_check = now + _LOCK_CHECK
