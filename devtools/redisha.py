@@ -29,7 +29,7 @@ from typing import Final, cast
 
 import redis
 
-from mescache.devstack import StackError, ensure_binaries
+from devtools.devstack import StackError, ensure_binaries
 
 MAX_PORT: Final = 55535  # the cluster bus is the port + 10000, and must stay under 65536
 _WAIT: Final = 30.0

@@ -8,8 +8,8 @@ an editable checkout does, and the Python stays free of SQL:
 - `mescache/sql/migrations/NNN_*.sql`: the ordered schema migrations (`mescache.migrate`);
 - `mescache/sql/notify/outbox.sql`: the trigger outbox of the LISTEN/NOTIFY source.
 
-A development package keeps its own statements the same way (a `QueryBook` over its own
-folder), so nothing of the demo data lives in the product's files.
+The development tools keep their own statements the same way (`devtools.dev_sql`, a
+`QueryBook` over `devtools/sql`), so nothing of the demo data lives in the product's files.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 import redis
 
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 from mescache.keys import KeySchema
 from tests.conftest import Servers
 
@@ -98,6 +98,7 @@ def test_the_installed_package_is_not_the_source_tree(installed: Installed) -> N
     found = subprocess.run(
         [str(installed.bin / "python"), "-c",
          "import api, cdc_listener, mescache, writer; "
+         "from devtools.dev_sql import dev_query; dev_query('demo_orders'); "
          "print(mescache.__file__); print(api.__file__)"],
         check=True, capture_output=True, text=True, cwd=installed.elsewhere,
         env=installed.env(),

@@ -1,5 +1,5 @@
 """Loads realistic demo data: a dozen materials, a few hundred 3D models with their
-meshes (mescache.shapes) and 100,000 orders, about 1% of them new or in progress (the
+meshes (devtools.shapes) and 100,000 orders, about 1% of them new or in progress (the
 operators' dashboard).
 
 Deterministic for a given seed. Orders are made in SQL (generate_series) so it takes
@@ -24,10 +24,11 @@ from decimal import Decimal
 
 import psycopg
 
-from mescache import mesh, reads, shapes
+from devtools import shapes
+from devtools.dev_sql import dev_query as query
+from mescache import mesh, reads
 from mescache.errors import BadPriceParams
 from mescache.pricing import PriceInputs, PriceRequest, measure, quote, size_delta_mm
-from mescache.queries import query
 
 MATERIALS: list[tuple[str, str, float, float]] = [
     ("gold-585", "Gold 585 (14k)", 13.0, 62.00),

@@ -33,10 +33,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from mescache.demo import load_demo_data
+from devtools.demo import load_demo_data
+from devtools.dev_sql import dev_query as query
 from mescache.logs import redact
 from mescache.migrate import apply_migrations
-from mescache.queries import query
 
 
 class StackError(RuntimeError):
