@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, get_args
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from mescache.errors import CacheLayerError
+from mescache.errors import Fatal
 from mescache.queries import query
 
 Role = Literal["operator", "client"]
@@ -35,7 +35,7 @@ ENV_OPERATOR_LABEL: Final = "OPERATOR_API_KEY"
 MAX_LABEL_LENGTH: Final = 200  # as api_keys.label's CHECK
 
 
-class ApiKeyError(CacheLayerError):
+class ApiKeyError(Fatal):
     """An API key operation failed."""
 
 

@@ -14,7 +14,7 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from cdc_listener.errors import ListenerError
+from cdc_listener.errors import ProtocolViolation
 from cdc_listener.pgoutput import (
     UNCHANGED,
     Delete,
@@ -90,7 +90,7 @@ class RelationCache:
     def view(self, oid: int, row: Row) -> RowView:
         relation, positions = self._entry(oid)
         if len(row) != len(relation.columns):
-            raise ListenerError(
+            raise ProtocolViolation(
                 f"row of {len(row)} values for {relation.name}, which has"
                 f" {len(relation.columns)} columns"
             )
@@ -100,7 +100,9 @@ class RelationCache:
         try:
             return self._by_oid[oid]
         except KeyError:
-            raise ListenerError(f"change for relation {oid} before its Relation message") from None
+            raise ProtocolViolation(
+                f"change for relation {oid} before its Relation message"
+            ) from None
 
 
 class RowView(Mapping[str, object]):

@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from cdc_listener import daemon
 from cdc_listener.check import Checker
-from cdc_listener.errors import ListenerError
 from cdc_listener.notify import outbox_backlog
 from cdc_listener.probe import Prober
 from cdc_listener.settings import ListenerSettings
@@ -39,7 +38,7 @@ from cdc_listener.slot import (
     slot_status,
 )
 from mescache.db import make_pool
-from mescache.errors import CacheLayerError
+from mescache.errors import MesCacheError
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
 from mescache.queries import script as sql_script
@@ -364,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             return runner.run(command(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (psycopg.Error, RedisError, ListenerError, CacheLayerError, OSError) as exc:
+    except (psycopg.Error, RedisError, MesCacheError, OSError) as exc:
         # One line, never a connection string's password (psycopg quotes what it parsed).
         message = redact(" ".join(str(exc).split()))
         print(f"cdc-listener {args.command}: {message}", file=sys.stderr)

@@ -28,7 +28,7 @@ import psycopg
 
 from cdc_listener.apply import Applier, Batch, merge_batches
 from cdc_listener.changes import RelationCache, RowImages, changes_of
-from cdc_listener.errors import ListenerError, StreamSilent
+from cdc_listener.errors import ProtocolViolation, StreamSilent
 from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import Applied, ListenerMetrics
 from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
@@ -248,7 +248,7 @@ class LogicalSource:
             kind = type(message)
             if kind in _ROW_CHANGES:
                 if self._txn is None:
-                    raise ListenerError("row change outside a transaction")
+                    raise ProtocolViolation("row change outside a transaction")
                 collect(self._txn, message)  # type: ignore[arg-type]
             elif kind is Begin:
                 self._txn = _Transaction()

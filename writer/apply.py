@@ -18,7 +18,7 @@ from psycopg.rows import tuple_row
 from mescache.orders import ALLOWED_FROM
 from mescache.queries import query
 from writer.entries import StatusEntry
-from writer.errors import WriterError
+from writer.errors import NoOutbox
 
 Mode = Literal["logical", "notify"]
 
@@ -84,7 +84,7 @@ async def position(conn: Connection, mode: Mode) -> int:
     try:
         cur = await conn.execute(query(f"wb_position_{mode}"))
     except psycopg.errors.UndefinedTable:
-        raise WriterError(
+        raise NoOutbox(
             "CDC_MODE=notify but the database has no cache_outbox: install it"
             " (cdc-listener install-notify) or set CDC_MODE to the listener's mode"
         ) from None

@@ -29,7 +29,7 @@ from mescache.keys import KeySchema
 from mescache.pending import PendingWrites
 from mescache.redisconn import make_redis
 from writer.entries import parse_entry, raw_fields
-from writer.errors import MalformedEntry
+from writer.errors import MalformedEntry, UnknownDeadLetter
 from writer.settings import WriterSettings
 
 _STREAM_ID = re.compile(r"[0-9]+-[0-9]+")
@@ -70,10 +70,6 @@ def _dead_letter(dead_id: bytes | str, fields: dict[bytes, bytes] | None) -> Dea
         reason=values.get("reason", ""),
         age_s=round(max(0.0, time.time() - int(ident.split("-")[0]) / 1000), 3),
     )
-
-
-class UnknownDeadLetter(Exception):
-    """An id names no dead letter (or one that cannot be retried)."""
 
 
 async def list_dead_letters(redis: Redis, keys: KeySchema, limit: int) -> list[DeadLetter]:

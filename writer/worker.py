@@ -46,10 +46,11 @@ from typing import cast
 
 import psycopg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from mescache.db import severed_after, with_liveness
 from mescache.durability import require_durable
+from mescache.errors import is_retryable
 from mescache.keys import KeySchema
 from mescache.pending import GROUP, PendingWrites
 from mescache.queries import query
@@ -72,7 +73,6 @@ from writer.settle import SettleQueue
 
 log = logging.getLogger("writer")
 
-RETRYABLE = (psycopg.OperationalError, RedisError, OSError, LockLost)
 _LOCK_CHECK = 1.0  # how often the active writer makes sure it still holds the lock, s
 
 
@@ -125,7 +125,9 @@ class Writer:
                     await self._ensure_group(redis)
                     await self._serve(redis, pending)
                     backoff = 0.5
-                except RETRYABLE as exc:
+                except Exception as exc:
+                    if not is_retryable(exc):  # the error tree decides (mescache.errors)
+                        raise
                     self.active.clear()
                     if not self._reached:
                         raise

@@ -27,8 +27,9 @@ from tests.integration.writer_fixtures import (
     writer_settings,
 )
 from writer.apply import Applied, apply_entry
-from writer.dead_letters import UnknownDeadLetter, retry_dead_letters
+from writer.dead_letters import retry_dead_letters
 from writer.entries import StatusEntry
+from writer.errors import UnknownDeadLetter
 from writer.prune import AppliedPruner
 
 __all__ = ["wb_redis", "writer"]  # the fixtures
