@@ -12,7 +12,7 @@ revoked; 403 for the wrong role or an order that is not the client's. For a clie
 order that does not exist and another customer's order give the same 403 (`not_yours`),
 so a client learns nothing about other customers, not even whether an id exists.
 
-Keys are checked against an in-process memory of verified keys (api.keycache): a cached
+Keys are checked against an in-process memory of verified keys (api.apikey_cache): a cached
 read costs no PostgreSQL query for authentication. Refused keys are counted
 (`orders_api_auth_refused_total{reason}`) and logged, at most one line a second, never with
 the key; a request with a body has its key checked before the body is read (api.limits).

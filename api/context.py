@@ -8,9 +8,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from api.apikey_cache import KeyVerifier
 from api.breaker import RedisBreaker
 from api.changes import ChangeFeed
-from api.keycache import KeyVerifier
 from api.metrics import ApiMetrics
 from api.readthrough import ReadThrough
 from api.settings import ApiSettings

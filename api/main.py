@@ -1,5 +1,5 @@
 """`orders-api`: serve the API with uvicorn (the default, or `orders-api serve`), or manage
-API keys (`orders-api keys ...`, see api.keys_cli). Settings come from the environment.
+API keys (`orders-api keys ...`, see api.apikeys_cli). Settings come from the environment.
 
 Served with uvloop and httptools; API_WORKERS=0 runs one worker process per core, as in
 production (the default, 1, serves in this process). Each worker builds its app from the
@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from api import keys_cli
+from api import apikeys_cli
 from api.app import create_app
 from api.settings import ApiSettings
 from mescache.durability import require_durable
@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("serve", help="serve the API (the default)")
-    keys_cli.add_parser(sub)
+    apikeys_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "keys":
-        return keys_cli.run(args)
+        return apikeys_cli.run(args)
     return serve()
 
 

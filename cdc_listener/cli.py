@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from cdc_listener import daemon
 from cdc_listener.check import Checker
+from cdc_listener.lag_probe import Prober
 from cdc_listener.notify import outbox_backlog
-from cdc_listener.probe import Prober
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import (
     StandbyCopy,

@@ -27,12 +27,12 @@ from collections import deque
 import psycopg
 
 from cdc_listener.apply import Applier, Batch, merge_batches
-from cdc_listener.changes import RelationCache, RowImages, changes_of
 from cdc_listener.errors import ProtocolViolation, StreamSilent
 from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import Applied, ListenerMetrics
 from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
 from cdc_listener.publish import ChangePublisher
+from cdc_listener.relations import RelationCache, RowImages, changes_of
 from cdc_listener.replication import (
     Keepalive,
     format_lsn,

@@ -24,7 +24,7 @@ Mode = Literal["logical", "notify"]
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class EntryApplied:
     """Committed now (`replay` false) or by an earlier attempt (`replay` true)."""
 
     replay: bool
@@ -38,7 +38,7 @@ class Rejected:
     actual: str | None
 
 
-Outcome = Applied | Rejected
+Outcome = EntryApplied | Rejected
 
 Connection = psycopg.AsyncConnection[Any]
 
@@ -61,10 +61,10 @@ async def apply_entry(conn: Connection, entry: StatusEntry) -> Outcome:
     async with conn.transaction() as txn, conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(query("wb_record_entry"), params)
         if await cur.fetchone() is None:
-            return Applied(replay=True)
+            return EntryApplied(replay=True)
         await cur.execute(query("move_status"), params)
         if await cur.fetchone() is not None:
-            return Applied(replay=False)
+            return EntryApplied(replay=False)
         actual = await status_in_database(conn, entry.order_id)
         if actual is None:
             outcome = Rejected(f"unknown order {entry.order_id}", None)

@@ -56,8 +56,8 @@ from mescache.pending import GROUP, PendingWrites
 from mescache.queries import query
 from mescache.redisconn import make_redis
 from writer.apply import (
-    Applied,
     Connection,
+    EntryApplied,
     Outcome,
     Rejected,
     apply_entry,
@@ -305,7 +305,7 @@ class Writer:
             return  # stopping: the entry stays pending
         async with severed_after(conn, self.settings.writer_db_timeout):
             at = await position(conn, self.settings.cdc_mode)
-        if isinstance(outcome, Applied):
+        if isinstance(outcome, EntryApplied):
             await pending.seal_and_ack(entry.order_id, entry.entry, ttl_ms)
             self.applied += 1
             log.debug(

@@ -1,6 +1,6 @@
 -- The listener's statements: the replication slot's lifecycle (cdc_listener.slot), the
 -- stream's position and heartbeat (cdc_listener.logical), the trigger outbox
--- (cdc_listener.notify) and the lag probe (cdc_listener.probe). Named blocks, loaded
+-- (cdc_listener.notify) and the lag probe (cdc_listener.lag_probe). Named blocks, loaded
 -- by mescache.queries.
 
 -- name: wal_level
