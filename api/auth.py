@@ -43,11 +43,13 @@ bearer = HTTPBearer(
 
 
 def unauthorized(detail: str, error: str | None = None) -> HTTPException:
+    """A 401 answer with the bearer challenge (and the OAuth-style `error` when given)."""
     challenge = "Bearer" if error is None else f'Bearer error="{error}"'
     return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
 def forbidden(detail: str) -> HTTPException:
+    """A 403 answer: the key is valid but may not do this."""
     return HTTPException(403, detail)
 
 

@@ -82,6 +82,7 @@ class Subscription:
         self._queue: asyncio.Queue[FeedEvent] = asyncio.Queue(_QUEUE_SIZE)
 
     def push(self, event: FeedEvent) -> None:
+        """Queue an event; a full queue collapses into one resync (every event means refetch)."""
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -91,6 +92,7 @@ class Subscription:
             self._queue.put_nowait(RESYNC if event is not CLOSED else CLOSED)
 
     async def next(self) -> FeedEvent:
+        """The next event for this page, waiting for one."""
         return await self._queue.get()
 
 
@@ -133,6 +135,7 @@ class ChangeFeed:
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[Subscription]:
+        """A subscription of this page to the feed (starting the feed if needed), ended on exit."""
         self.start()
         subscription = Subscription()
         self._subscriptions.add(subscription)

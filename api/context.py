@@ -42,6 +42,7 @@ class AppContext:
 
 
 async def get_ctx(request: Request) -> AppContext:
+    """The application's context, the dependency every route takes."""
     # async on purpose: FastAPI runs a plain-def dependency in a worker thread, a thread
     # hop per request that cost a cache hit a fifth of its time.
     return cast(AppContext, request.app.state.ctx)

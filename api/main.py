@@ -62,6 +62,7 @@ def _missing_tables(database_url: str) -> list[str] | None:
 
 
 def serve() -> int:
+    """Check the settings and the database, then serve the API with uvicorn; the exit code."""
     try:
         settings = ApiSettings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as exc:
@@ -106,6 +107,7 @@ def serve() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`orders-api [serve]` or `orders-api keys ...`; the exit code."""
     parser = argparse.ArgumentParser(
         prog="orders-api",
         description="The MES orders API, served from Redis. Without a command it serves."

@@ -29,20 +29,25 @@ PROBE_TIMEOUT: Final = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
+    """What the API can reach now: PostgreSQL (required) and Redis (makes reads cheap)."""
+
     postgresql: bool
     redis: bool
 
     @property
     def serving(self) -> bool:
+        """Whether the API can answer requests (PostgreSQL is reachable)."""
         return self.postgresql
 
     @property
     def status(self) -> str:
+        """Ready, degraded (no Redis: reads from PostgreSQL) or unavailable."""
         if not self.postgresql:
             return "unavailable"
         return "ready" if self.redis else "degraded"
 
     def body(self) -> bytes:
+        """The JSON body of /readyz."""
         return json.dumps(
             {
                 "status": self.status,
@@ -53,6 +58,7 @@ class Readiness:
 
 
 async def readiness(pool: Pool, redis: Redis) -> Readiness:
+    """Ask PostgreSQL and Redis at once, each within PROBE_TIMEOUT."""
     postgresql, redis_ok = await asyncio.gather(_postgresql(pool), _redis(redis))
     return Readiness(postgresql, redis_ok)
 

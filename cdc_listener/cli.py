@@ -325,6 +325,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cdc-listener <command>`; the exit code."""
     parser = _Parser(
         prog="cdc-listener",
         description="Keeps the Redis orders cache right from PostgreSQL's change stream."

@@ -46,6 +46,7 @@ class SampleReport:
 
     @property
     def count(self) -> int:
+        """How many samples were taken, missed ones included."""
         return len(self.delays) + self.missed
 
     def within(self, seconds: float) -> float:
@@ -61,6 +62,8 @@ class SampleReport:
         return ordered[rank - 1] if rank <= len(ordered) else None
 
     def as_json(self) -> dict[str, Any]:
+        """The report as `cdc-listener check --sample N --json` prints it."""
+
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value * 1000, 3)
 
@@ -75,6 +78,7 @@ class SampleReport:
         }
 
     def summary(self) -> str:
+        """The report as `cdc-listener check --sample N` prints it."""
         data = self.as_json()
 
         def show(value: float | None) -> str:
@@ -102,6 +106,8 @@ class Prober:
     async def sample(
         self, count: int, rate: float, wait_for: float, settle: float = 2.0
     ) -> SampleReport:
+        """Take `count` samples at `rate` per second, each waiting up to `wait_for` seconds for the
+        invalidation."""
         report = SampleReport(timeout=wait_for)
         rows = max(2, math.ceil(rate * settle) + 1)
         async with await psycopg.AsyncConnection.connect(

@@ -153,6 +153,7 @@ class LogicalSource:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Prepare the slot, then stream and apply commits until `stop` is set."""
         await self.prepare()
         name = application_name(self.settings.cdc_slot)
         stream = await ReplicationStream.connect(

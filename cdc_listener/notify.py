@@ -74,6 +74,7 @@ class NotifySource:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Listen, drain the outbox on every notify and poll, until `stop` is set."""
         async with (
             await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as listen_conn,
             await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as work_conn,

@@ -39,6 +39,7 @@ class RelationCache:
         self._orders: dict[int, tuple[int, int, int]] = {}
 
     def remember(self, relation: Relation) -> None:
+        """Keep (or replace) a relation by its OID."""
         positions = {column.name: i for i, column in enumerate(relation.columns)}
         self._by_oid[relation.oid] = (relation, positions)
         self._orders.pop(relation.oid, None)
@@ -85,9 +86,11 @@ class RelationCache:
         return True
 
     def get(self, oid: int) -> Relation:
+        """The relation of this OID; ProtocolViolation before its Relation message."""
         return self._entry(oid)[0]
 
     def view(self, oid: int, row: Row) -> RowView:
+        """A row of relation `oid` read by column name; ProtocolViolation if its width is wrong."""
         relation, positions = self._entry(oid)
         if len(row) != len(relation.columns):
             raise ProtocolViolation(
@@ -120,6 +123,7 @@ class RowView(Mapping[str, object]):
         return value.decode() if isinstance(value, bytes) else value
 
     def get(self, name: str, default: object = None) -> object:
+        """The column's value, or `default` for a column the relation lacks."""
         # The rule calls get() twice a row: Mapping's version goes through a raised KeyError.
         position = self._positions.get(name)
         if position is None:

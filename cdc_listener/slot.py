@@ -65,6 +65,7 @@ class SlotStatus:
 
 
 async def check_wal_level(conn: psycopg.AsyncConnection[TupleRow]) -> None:
+    """SourceUnavailable unless the server runs wal_level=logical."""
     level = (await (await conn.execute(query("wal_level"))).fetchone() or ("?",))[0]
     if level != "logical":
         raise SourceUnavailable(
@@ -106,6 +107,7 @@ async def ensure_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> boo
 
 
 async def slot_status(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> SlotStatus | None:
+    """What `cdc-listener status` reports of the slot; None if there is none."""
     cur = await conn.execute(query("slot_status"), {"slot": slot})
     row = await cur.fetchone()
     return None if row is None else SlotStatus(*row)
@@ -131,6 +133,7 @@ class StandbyCopy:
 
 
 async def is_standby(conn: psycopg.AsyncConnection[TupleRow]) -> bool:
+    """Whether this server is a standby (in recovery)."""
     row = await (await conn.execute(query("in_recovery"))).fetchone()
     return bool(row and row[0])
 

@@ -101,11 +101,13 @@ class ReplicationStream:
         return self.read_nowait()
 
     async def send(self, body: bytes) -> None:
+        """Send one CopyData message (a status update) and flush it."""
         if self._pg.put_copy_data(body) != 1:
             raise StreamEnded(f"could not send: {self._pg.get_error_message()}")
         await self._flush()
 
     async def close(self) -> None:
+        """Close the replication connection."""
         await self._conn.close()
 
     async def _flush(self) -> None:

@@ -135,6 +135,7 @@ def load_demo_data(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m devtools.demo DATABASE_URL`: load the demo data; the exit code."""
     parser = argparse.ArgumentParser(description="Load the demo catalogue and orders.")
     parser.add_argument("database_url", help="PostgreSQL connection string")
     parser.add_argument("--orders", type=int, default=100_000, help="how many orders")

@@ -44,6 +44,7 @@ Connection = psycopg.AsyncConnection[Any]
 
 
 async def status_in_database(conn: Connection, order_id: int) -> str | None:
+    """The order's status in PostgreSQL; None if there is no such order."""
     cur = await conn.execute(query("status_of"), {"id": order_id})
     row = await cur.fetchone()
     return None if row is None else str(row[0])

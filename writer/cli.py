@@ -72,6 +72,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`orders-writer <command>`; the exit code."""
     parser = argparse.ArgumentParser(
         prog="orders-writer",
         description="Applies write-behind status changes from Redis to PostgreSQL."

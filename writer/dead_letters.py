@@ -48,6 +48,7 @@ class DeadLetter:
     age_s: float  # since it was given up (the dead letter's own id is its time)
 
     def line(self) -> str:
+        """The dead letter as `orders-writer dead-letters list` prints it."""
         change = f"order {self.order_id or '?'} -> {self.status or '?'}"
         return f"{self.id}  {_age(self.age_s):>6} ago  {change}  {self.reason}"
 
@@ -134,6 +135,7 @@ async def retry_dead_letters(
 async def drop_dead_letters(
     redis: Redis, keys: KeySchema, ids: list[str], everything: bool = False
 ) -> list[DeadLetter]:
+    """Remove dead letters (`everything`: all of them); those dropped."""
     letters = await _fetch(redis, keys, ids, everything)
     if letters:
         await redis.xdel(keys.dead_letters(), *[letter.id for letter in letters])
@@ -171,6 +173,7 @@ def usage_error(args: argparse.Namespace) -> str | None:
 
 
 async def run(settings: WriterSettings, args: argparse.Namespace) -> int:
+    """`orders-writer dead-letters list|retry|drop`; the exit code."""
     if problem := usage_error(args):
         print(f"orders-writer: {problem}", file=sys.stderr)
         return 2
