@@ -6,7 +6,6 @@ COPY api ./api
 COPY cdc_listener ./cdc_listener
 COPY mescache ./mescache
 COPY writer ./writer
-COPY sql ./sql
-# Editable, so the package finds sql/ beside it.
-RUN pip install --no-cache-dir -e .
+# Not editable: the SQL is package data (mescache/sql), installed with the code.
+RUN pip install --no-cache-dir .
 USER nobody

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m mescache.devstack run $(if $(DEMO),--demo,)
+	$(BIN)/python -m devtools.devstack run $(if $(DEMO),--demo,)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""API keys: minting, hashing, and the `api_keys` table (sql/migrations/003_auth.sql).
+"""API keys: minting, hashing, and the `api_keys` table (mescache/sql/migrations/003_auth.sql).
 
 A key is a long random token (`mes_` and 43 URL-safe characters, 256 bits) shown once when
 it is made. Only its SHA-256 is stored: a key that long needs no slow, salted hash, and a
@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, get_args
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from mescache.errors import CacheLayerError
+from mescache.errors import Fatal
 from mescache.queries import query
 
 Role = Literal["operator", "client"]
@@ -35,7 +35,7 @@ ENV_OPERATOR_LABEL: Final = "OPERATOR_API_KEY"
 MAX_LABEL_LENGTH: Final = 200  # as api_keys.label's CHECK
 
 
-class ApiKeyError(CacheLayerError):
+class ApiKeyError(Fatal):
     """An API key operation failed."""
 
 
@@ -62,6 +62,7 @@ class Principal:
 
     @property
     def is_operator(self) -> bool:
+        """Whether this key may act for every customer (the operator role)."""
         return self.role == "operator"
 
 
@@ -87,14 +88,17 @@ class NewApiKey:
 
 
 def mint_key() -> str:
+    """A new random API key, with the scheme's prefix so a leaked one is recognisable."""
     return KEY_SCHEME + secrets.token_urlsafe(32)
 
 
 def key_hash(key: str) -> bytes:
+    """The SHA-256 digest of a key, which is all the database stores."""
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
 def key_prefix(key: str) -> str:
+    """The key's first characters, stored to tell keys apart in listings."""
     return key[:PREFIX_LENGTH]
 
 
@@ -148,6 +152,8 @@ async def verify(conn: AsyncConnection[Any], digest: bytes) -> Principal | None:
 async def create_key(
     conn: AsyncConnection[Any], role: str, customer: str | None = None, label: str = ""
 ) -> NewApiKey:
+    """Store a new key of `role` (a client's names its customer); the key itself is returned once,
+    only its hash is kept."""
     checked = check_role(role, customer)
     check_label(label)
     key = mint_key()
@@ -168,6 +174,7 @@ async def create_key(
 
 
 async def list_keys(conn: AsyncConnection[Any], include_revoked: bool = False) -> list[ApiKeyInfo]:
+    """The stored keys in the order they were made; revoked ones only with `include_revoked`."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("api_key_list"), {"all": include_revoked})
         return [_info(row) for row in await cur.fetchall()]

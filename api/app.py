@@ -20,11 +20,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api import apikeys, docs, limits, page
+from api.apikey_cache import KeyVerifier, Lookup
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
 from api.context import AppContext
 from api.feed import change_feed
-from api.keycache import KeyVerifier, Lookup
 from api.metrics import ApiMetrics
 from api.nearcache import NearCache
 from api.owners import OrderOwners, owner_lookup

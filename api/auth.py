@@ -12,7 +12,7 @@ revoked; 403 for the wrong role or an order that is not the client's. For a clie
 order that does not exist and another customer's order give the same 403 (`not_yours`),
 so a client learns nothing about other customers, not even whether an id exists.
 
-Keys are checked against an in-process memory of verified keys (api.keycache): a cached
+Keys are checked against an in-process memory of verified keys (api.apikey_cache): a cached
 read costs no PostgreSQL query for authentication. Refused keys are counted
 (`orders_api_auth_refused_total{reason}`) and logged, at most one line a second, never with
 the key; a request with a body has its key checked before the body is read (api.limits).
@@ -43,11 +43,13 @@ bearer = HTTPBearer(
 
 
 def unauthorized(detail: str, error: str | None = None) -> HTTPException:
+    """A 401 answer with the bearer challenge (and the OAuth-style `error` when given)."""
     challenge = "Bearer" if error is None else f'Bearer error="{error}"'
     return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
 def forbidden(detail: str) -> HTTPException:
+    """A 403 answer: the key is valid but may not do this."""
     return HTTPException(403, detail)
 
 

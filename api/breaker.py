@@ -37,6 +37,7 @@ class RedisBreaker:
 
     @property
     def state(self) -> str:
+        """Open while Redis is skipped (or probed by one request), closed otherwise."""
         return "open" if self._tripped else "closed"
 
     def allow(self) -> bool:
@@ -51,6 +52,7 @@ class RedisBreaker:
         return True
 
     def failed(self, exc: BaseException) -> None:
+        """Record a failed Redis call: trip (or stay tripped) for `retry_after` seconds."""
         self.failures += 1
         if not self._tripped:
             log.warning(
@@ -63,6 +65,7 @@ class RedisBreaker:
             self._on_failure()
 
     def succeeded(self) -> None:
+        """Record a successful Redis call: close the breaker."""
         if self._tripped:
             log.info("redis is back")
         self._tripped = False

@@ -8,9 +8,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from api.apikey_cache import KeyVerifier
 from api.breaker import RedisBreaker
 from api.feed import ChangeFeed
-from api.keycache import KeyVerifier
 from api.metrics import ApiMetrics
 from api.readthrough import ReadThrough
 from api.settings import ApiSettings
@@ -42,6 +42,7 @@ class AppContext:
 
 
 async def get_ctx(request: Request) -> AppContext:
+    """The application's context, the dependency every route takes."""
     # async on purpose: FastAPI runs a plain-def dependency in a worker thread, a thread
     # hop per request that cost a cache hit a fifth of its time.
     return cast(AppContext, request.app.state.ctx)

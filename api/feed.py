@@ -96,6 +96,7 @@ class Subscription:
         self._queue: asyncio.Queue[FeedEvent] = asyncio.Queue(_QUEUE_SIZE)
 
     def push(self, event: FeedEvent) -> None:
+        """Queue an event; a full queue collapses into one resync (every event means refetch)."""
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -105,6 +106,7 @@ class Subscription:
             self._queue.put_nowait(RESYNC if event is not CLOSED else CLOSED)
 
     async def next(self) -> FeedEvent:
+        """The next event for this page, waiting for one."""
         return await self._queue.get()
 
 

@@ -68,6 +68,7 @@ class RequestGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection under the key and body limits."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

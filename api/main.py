@@ -1,5 +1,5 @@
 """`orders-api`: serve the API with uvicorn (the default, or `orders-api serve`), or manage
-API keys (`orders-api keys ...`, see api.keys_cli). Settings come from the environment.
+API keys (`orders-api keys ...`, see api.apikeys_cli). Settings come from the environment.
 
 Served with uvloop and httptools; API_WORKERS=0 runs one worker process per core, as in
 production (the default, 1, serves in this process). Each worker builds its app from the
@@ -20,13 +20,14 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from api import keys_cli
+from api import apikeys_cli
 from api.app import create_app
 from api.settings import ApiSettings
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.http_limits import ConnectionLimits, limited_http
 from mescache.logs import logging_config
+from mescache.queries import query
 from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
 
@@ -53,16 +54,15 @@ def _missing_tables(database_url: str) -> list[str] | None:
     now (the API starts anyway and answers 503 until it can)."""
     try:
         with psycopg.connect(database_url, connect_timeout=5) as conn:
-            rows = conn.execute(
-                "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NULL",
-                [list(_REQUIRED_TABLES)],
-            ).fetchall()
+            cur = conn.execute(query("missing_tables"), {"tables": list(_REQUIRED_TABLES)})
+            rows = cur.fetchall()
     except psycopg.OperationalError:
         return None
     return [row[0] for row in rows]
 
 
 def serve() -> int:
+    """Check the settings and the database, then serve the API with uvicorn; the exit code."""
     try:
         settings = ApiSettings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as exc:
@@ -107,6 +107,7 @@ def serve() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`orders-api [serve]` or `orders-api keys ...`; the exit code."""
     parser = argparse.ArgumentParser(
         prog="orders-api",
         description="The MES orders API, served from Redis. Without a command it serves."
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("serve", help="serve the API (the default)")
-    keys_cli.add_parser(sub)
+    apikeys_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "keys":
-        return keys_cli.run(args)
+        return apikeys_cli.run(args)
     return serve()
 
 

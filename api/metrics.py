@@ -70,6 +70,7 @@ class ApiMetrics:
         self.registry.register(_ScrapeTime(self))
 
     def keys_refused(self, reason: str) -> None:
+        """Count a request refused before its key was checked, by reason."""
         self._refused[reason].inc()
 
     def exposition(self) -> bytes:
@@ -87,6 +88,7 @@ class LogThrottle:
         self._suppressed = 0
 
     def admit(self) -> bool:
+        """Whether to log this event now; counts the ones suppressed."""
         now = time.monotonic()
         if now < self._next:
             self._suppressed += 1

@@ -28,6 +28,8 @@ _WANTED_NAMES = 4096  # names of values seen large without a token, remembered a
 
 @dataclass(slots=True)
 class NearEntry:
+    """A value kept in process: its token in Redis, its bytes, and until when it may be kept."""
+
     token: bytes
     body: bytes
     deadline: float  # time.monotonic() deadline
@@ -47,6 +49,7 @@ class NearCache:
 
     @property
     def enabled(self) -> bool:
+        """Whether values are kept in process at all (a non-zero size)."""
         return self.max_bytes > 0
 
     def __len__(self) -> int:
@@ -95,6 +98,7 @@ class NearCache:
             self.size -= len(evicted.body)
 
     def drop(self, name: str) -> None:
+        """Forget the copy of one key, if any."""
         entry = self._entries.pop(name, None)
         if entry is not None:
             self.size -= len(entry.body)

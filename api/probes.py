@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mescache.db import Pool
+from mescache.queries import query
 
 log = logging.getLogger("api.probes")
 
@@ -28,20 +29,25 @@ PROBE_TIMEOUT: Final = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
+    """What the API can reach now: PostgreSQL (required) and Redis (makes reads cheap)."""
+
     postgresql: bool
     redis: bool
 
     @property
     def serving(self) -> bool:
+        """Whether the API can answer requests (PostgreSQL is reachable)."""
         return self.postgresql
 
     @property
     def status(self) -> str:
+        """Ready, degraded (no Redis: reads from PostgreSQL) or unavailable."""
         if not self.postgresql:
             return "unavailable"
         return "ready" if self.redis else "degraded"
 
     def body(self) -> bytes:
+        """The JSON body of /readyz."""
         return json.dumps(
             {
                 "status": self.status,
@@ -52,6 +58,7 @@ class Readiness:
 
 
 async def readiness(pool: Pool, redis: Redis) -> Readiness:
+    """Ask PostgreSQL and Redis at once, each within PROBE_TIMEOUT."""
     postgresql, redis_ok = await asyncio.gather(_postgresql(pool), _redis(redis))
     return Readiness(postgresql, redis_ok)
 
@@ -60,7 +67,7 @@ async def _postgresql(pool: Pool) -> bool:
     try:
         async with asyncio.timeout(PROBE_TIMEOUT):
             async with pool.connection(timeout=PROBE_TIMEOUT) as conn:
-                await conn.execute("SELECT 1")
+                await conn.execute(query("ping"))
     except (psycopg.Error, TimeoutError) as exc:
         log.debug("readiness: postgresql unreachable", extra={"error": str(exc)})
         return False

@@ -45,6 +45,8 @@ _POLL = 0.01  # how often waiters look for the leader's value, s
 
 @dataclass(frozen=True, slots=True)
 class Read:
+    """A read's bytes, and whether they came from the cache."""
+
     body: bytes
     hit: bool
 

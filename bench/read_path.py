@@ -17,7 +17,7 @@ import statistics
 from bench.load import WrkResult, wrk
 from bench.report import Section, Target, ms, rate, ratio
 from bench.stack import Stack, api_env, get, start_api, stop
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 
 CONNECTIONS = 32
 PATHS = {

@@ -47,11 +47,11 @@ from redis.exceptions import RedisClusterException
 from bench.soak_load import Load, lost_writes
 from bench.soak_redis import ClusterRedis, SingleRedis, SoakRedis
 from cdc_listener.check import Checker
-from cdc_listener.probe import Prober
+from cdc_listener.lag_probe import Prober
+from devtools.demo import load_demo_data
+from devtools.devstack import PostgresServer, ensure_binaries, free_port
 from devtools.faultproxy import FaultProxy
 from mescache.db import make_pool
-from mescache.demo import load_demo_data
-from mescache.devstack import PostgresServer, ensure_binaries, free_port
 from mescache.keys import KeySchema
 from mescache.migrate import apply_migrations
 from mescache.redisconn import make_redis

@@ -14,9 +14,9 @@ import asyncio
 from pathlib import Path
 from typing import Protocol
 
+from devtools.devstack import RedisServer, ensure_binaries
 from devtools.faultproxy import FaultProxy
 from devtools.redisha import LocalCluster
-from mescache.devstack import RedisServer, ensure_binaries
 from mescache.keys import KeySchema
 
 

@@ -26,8 +26,8 @@ import psycopg
 import redis
 import uvicorn
 
-from mescache.demo import load_demo_data
-from mescache.devstack import PostgresServer, RedisServer, ensure_binaries, free_port
+from devtools.demo import load_demo_data
+from devtools.devstack import PostgresServer, RedisServer, ensure_binaries, free_port
 from mescache.migrate import apply_migrations
 
 # The throwaway stack's operator key, provisioned through OPERATOR_API_KEY as in production;

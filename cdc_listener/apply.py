@@ -51,6 +51,7 @@ class Batch:
         end_lsn: int,
         committed_at: float | None = None,
     ) -> None:
+        """Merge what one transaction touched, with the row images a refresh may use."""
         self.touched.update(touched)
         for order_id, image in images.items():
             self.images[order_id] = (image, end_lsn)
@@ -77,6 +78,7 @@ class Batch:
             self.oldest_commit = later.oldest_commit
 
     def bound(self, max_keys: int) -> None:
+        """Past `max_keys` keys of a kind, touch the whole family instead (and refresh nothing)."""
         self.touched.bound(max_keys)
         if self.touched.all_orders:
             self.images.clear()
@@ -127,6 +129,8 @@ class Applier:
         self.pool = pool
 
     async def apply(self, batch: Batch) -> Applied:
+        """Send the batch's invalidations and refreshes to Redis in one round trip (per node on a
+        cluster); what was sent."""
         touched, keys, store = batch.touched, self.keys, self.store
         if not touched:
             return Applied()

@@ -84,6 +84,8 @@ _DIFF_IDS = 5  # ids listed per category in a diff
 
 @dataclass(frozen=True, slots=True)
 class StaleKey:
+    """A cached value that differs from what PostgreSQL says now."""
+
     name: str
     kind: str
     diff: str
@@ -101,6 +103,7 @@ class CheckReport:
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
+        """The report as `cdc-listener check --json` prints it."""
         return {
             "checked": dict(self.checked),
             "skipped": dict(self.skipped),
@@ -111,6 +114,7 @@ class CheckReport:
         }
 
     def summary(self) -> str:
+        """The report as `cdc-listener check` prints it."""
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.checked.items())) or "none"
         skipped = ", ".join(f"{k} {n}" for k, n in sorted(self.skipped.items())) or "none"
         lines = [
@@ -142,6 +146,7 @@ class Checker:
         self._sleep = sleep  # the grace period; tests act in it
 
     async def run(self, grace: float) -> CheckReport:
+        """Compare every cached value with PostgreSQL, suspects again after `grace` seconds."""
         started = time.monotonic()
         report = CheckReport(grace=grace)
         refs: dict[str, KeyRef] = {}

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import psycopg
 import uvloop
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -25,9 +26,8 @@ from tqdm import tqdm
 
 from cdc_listener import daemon
 from cdc_listener.check import Checker
-from cdc_listener.errors import ListenerError
+from cdc_listener.lag_probe import Prober
 from cdc_listener.notify import outbox_backlog
-from cdc_listener.probe import Prober
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import (
     StandbyCopy,
@@ -38,10 +38,10 @@ from cdc_listener.slot import (
     slot_status,
 )
 from mescache.db import make_pool
-from mescache.errors import CacheLayerError
+from mescache.errors import MesCacheError
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
-from mescache.queries import SQL_DIR
+from mescache.queries import script as sql_script
 from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
 from mescache.store import RedisStore
@@ -182,11 +182,11 @@ async def _drop(settings: ListenerSettings, _: argparse.Namespace) -> int:
 
 
 async def _install_notify(settings: ListenerSettings, _: argparse.Namespace) -> int:
-    script = (SQL_DIR / "notify" / "outbox.sql").read_text(encoding="utf-8")
+    script = sql.SQL(sql_script("notify/outbox.sql"))  # our own packaged file
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
-        await conn.execute(script)  # our own file: no user input in it
+        await conn.execute(script)
     print("notify outbox and triggers installed")
     return 0
 
@@ -325,6 +325,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cdc-listener <command>`; the exit code."""
     parser = _Parser(
         prog="cdc-listener",
         description="Keeps the Redis orders cache right from PostgreSQL's change stream."
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             return runner.run(command(settings, args))
     except KeyboardInterrupt:
         return 130
-    except (psycopg.Error, RedisError, ListenerError, CacheLayerError, OSError) as exc:
+    except (psycopg.Error, RedisError, MesCacheError, OSError) as exc:
         # One line, never a connection string's password (psycopg quotes what it parsed).
         message = redact(" ".join(str(exc).split()))
         print(f"cdc-listener {args.command}: {message}", file=sys.stderr)

@@ -16,12 +16,11 @@ import logging
 import random
 import signal
 
-import psycopg
 from redis.exceptions import RedisError
 
 from cdc_listener.apply import Applier
 from cdc_listener.endpoint import serving
-from cdc_listener.errors import SlotInUse, StreamEnded
+from cdc_listener.errors import SlotInUse
 from cdc_listener.logical import LogicalSource
 from cdc_listener.master_watch import MasterWatch
 from cdc_listener.metrics import ListenerMetrics
@@ -32,13 +31,13 @@ from cdc_listener.slot import Walsender
 from mescache import heap
 from mescache.db import make_pool
 from mescache.engine import require_supported
+from mescache.errors import is_retryable
 from mescache.keys import KeySchema
 from mescache.redisconn import make_redis
-from mescache.store import REDIS_FAILURES, RedisStore
+from mescache.store import RedisStore
 
 log = logging.getLogger("cdc_listener")
 
-RETRYABLE = (psycopg.OperationalError, *REDIS_FAILURES, StreamEnded, OSError)
 _MAX_BACKOFF = 30.0
 
 
@@ -125,7 +124,9 @@ async def _follow(
             ever_ready = True  # the server answered: a standby keeps trying
             log.info("standby: slot held by another listener", extra={"slot": settings.cdc_slot})
             await _sleep(stop, settings.cdc_standby_retry * random.uniform(0.8, 1.2))
-        except RETRYABLE as exc:
+        except Exception as exc:
+            if not is_retryable(exc):  # the error tree decides (mescache.errors)
+                raise
             ever_ready = ever_ready or source.ready
             if not ever_ready:
                 raise  # misconfigured or unreachable from the start: say so and exit

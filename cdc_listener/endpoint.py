@@ -47,6 +47,8 @@ IDLE_TIMEOUT = 5  # s an idle keep-alive connection stays open (a scrape interva
 
 
 def make_app(metrics: ListenerMetrics) -> Starlette:
+    """The HTTP app of the metrics port: /metrics, /healthz and /readyz."""
+
     async def prometheus(_: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

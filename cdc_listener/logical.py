@@ -27,12 +27,12 @@ from collections import deque
 import psycopg
 
 from cdc_listener.apply import Applier, Batch, merge_batches
-from cdc_listener.changes import RelationCache, RowImages, changes_of
-from cdc_listener.errors import ListenerError, StreamSilent
+from cdc_listener.errors import ProtocolViolation, StreamSilent
 from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import Applied, ListenerMetrics
 from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
 from cdc_listener.publish import ChangePublisher
+from cdc_listener.relations import RelationCache, RowImages, changes_of
 from cdc_listener.replication import (
     Keepalive,
     format_lsn,
@@ -55,6 +55,7 @@ from cdc_listener.transport import ReplicationStream
 from mescache.db import with_liveness
 from mescache.keys import KeySchema
 from mescache.orders import Order
+from mescache.queries import query
 from mescache.rules import Touched, add_change
 from mescache.store import RedisStore
 
@@ -136,13 +137,8 @@ class LogicalSource:
                     "slot taken back from this listener's silent walsender",
                     extra={"slot": self.settings.cdc_slot, "pid": self.previous.pid},
                 )
-            row = await (
-                await conn.execute(
-                    "SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text"
-                    " FROM pg_replication_slots WHERE slot_name = %s",
-                    [self.settings.cdc_slot],
-                )
-            ).fetchone()
+            position = {"slot": self.settings.cdc_slot}
+            row = await (await conn.execute(query("slot_position"), position)).fetchone()
         if row is not None and row[0] is not None:
             self.confirmed = parse_lsn(row[0])
             self.pending = parse_lsn(row[1])
@@ -157,6 +153,7 @@ class LogicalSource:
             )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Prepare the slot, then stream and apply commits until `stop` is set."""
         await self.prepare()
         name = application_name(self.settings.cdc_slot)
         stream = await ReplicationStream.connect(
@@ -210,9 +207,7 @@ class LogicalSource:
                     await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn,
                     bounded(self._liveness, "heartbeat", conn),
                 ):
-                    await conn.execute(
-                        "SELECT pg_logical_emit_message(false, 'orders_cache.heartbeat', '')"
-                    )
+                    await conn.execute(query("stream_heartbeat"))
             except (psycopg.Error, StreamSilent) as exc:
                 # the stream itself will tell if the server is gone
                 log.warning("heartbeat failed", extra={"error": str(exc)})
@@ -254,7 +249,7 @@ class LogicalSource:
             kind = type(message)
             if kind in _ROW_CHANGES:
                 if self._txn is None:
-                    raise ListenerError("row change outside a transaction")
+                    raise ProtocolViolation("row change outside a transaction")
                 collect(self._txn, message)  # type: ignore[arg-type]
             elif kind is Begin:
                 self._txn = _Transaction()

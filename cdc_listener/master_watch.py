@@ -118,6 +118,7 @@ class MasterWatch:
         self._task = asyncio.create_task(self._watch(), name="master-watch")
 
     async def close(self) -> None:
+        """Stop watching and close its connection."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -115,6 +115,7 @@ class ListenerMetrics:
 
     @property
     def ready(self) -> bool:
+        """Whether the listener is streaming and keeping up (see unready_reason)."""
         return self.unready_reason() is None
 
     def silence(self) -> float:
@@ -128,6 +129,7 @@ class ListenerMetrics:
         return self._clock() - self._moved_at
 
     def unready_reason(self) -> str | None:
+        """One line saying why the listener is not ready; None when it is."""
         problem = self._problem()
         return None if problem is None else problem[1]
 
@@ -178,6 +180,7 @@ class ListenerMetrics:
         self.server_lsn = max(self.server_lsn, pending_lsn)
 
     def source_lost(self) -> None:
+        """The source is gone: not ready until a new one streams and catches up."""
         self.streaming = False
         self.caught_up = False
 
@@ -216,6 +219,7 @@ class ListenerMetrics:
         self.stale_found[kind] = self.stale_found.get(kind, 0) + 1
 
     def exposition(self) -> bytes:
+        """The text a Prometheus scrape gets."""
         return generate_latest(self.registry)
 
 

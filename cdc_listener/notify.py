@@ -31,11 +31,12 @@ from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.settings import ListenerSettings
 from mescache.db import with_liveness
+from mescache.queries import query
 from mescache.rules import Change, add_change
 
 log = logging.getLogger("cdc_listener.notify")
 
-CHANNEL = "orders_cache"  # the channel sql/notify/outbox.sql notifies
+CHANNEL = "orders_cache"  # the channel notify/outbox.sql notifies (and outbox_listen hears)
 _DRAIN_ROWS = 1000
 
 
@@ -73,21 +74,20 @@ class NotifySource:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Listen, drain the outbox on every notify and poll, until `stop` is set."""
         async with (
             await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as listen_conn,
             await psycopg.AsyncConnection.connect(self._conninfo(), autocommit=True) as work_conn,
         ):
             async with bounded(self._liveness, "checking the outbox", work_conn):
-                exists = await (
-                    await work_conn.execute("SELECT to_regclass('cache_outbox')")
-                ).fetchone()
+                exists = await (await work_conn.execute(query("outbox_exists"))).fetchone()
             if exists is None or exists[0] is None:
                 raise SourceUnavailable(
-                    "no cache_outbox table: apply sql/notify/outbox.sql"
+                    "no cache_outbox table: apply mescache/sql/notify/outbox.sql"
                     " (cdc-listener install-notify) first"
                 )
             async with bounded(self._liveness, "LISTEN", listen_conn):
-                await listen_conn.execute(f"LISTEN {CHANNEL}")
+                await listen_conn.execute(query("outbox_listen"))
             log.info("listening", extra={"mode": "notify", "channel": CHANNEL})
             self.ready = True
             self.metrics.source_started()
@@ -98,7 +98,7 @@ class NotifySource:
                 await self._wait(listen_conn, stop)
                 async with bounded(self._liveness, "the LISTEN connection", listen_conn):
                     # Notifies prove nothing about a connection that may be silent: ask.
-                    await listen_conn.execute("SELECT 1")
+                    await listen_conn.execute(query("ping"))
                 self.metrics.heard()
             await self.drain(work_conn)
             log.info("listener stopped", extra={"mode": "notify"})
@@ -122,15 +122,8 @@ class NotifySource:
         total = 0
         while True:
             async with bounded(self._liveness, "draining the outbox", conn), conn.transaction():
-                rows = await (
-                    await conn.execute(
-                        "SELECT id, created_at, table_name, op, old_id, new_id, old_status,"
-                        " new_status, old_customer, new_customer, changed"
-                        " FROM cache_outbox ORDER BY id LIMIT %s"
-                        " FOR UPDATE SKIP LOCKED",
-                        [_DRAIN_ROWS],
-                    )
-                ).fetchall()
+                taken = await conn.execute(query("outbox_take"), {"limit": _DRAIN_ROWS})
+                rows = await taken.fetchall()
                 if not rows:
                     self.metrics.heard()
                     return total
@@ -144,9 +137,7 @@ class NotifySource:
                 batch.bound(self.settings.cdc_max_keys)
                 done = await self.applier.apply(batch)
                 batch.first_applied(time.time())
-                await conn.execute(
-                    "DELETE FROM cache_outbox WHERE id = ANY(%s)", [[r[0] for r in rows]]
-                )
+                await conn.execute(query("outbox_delete"), {"ids": [r[0] for r in rows]})
             # Counted once the deletion committed: a failed commit re-applies the rows.
             self.metrics.heard()
             self.metrics.batch_applied(len(rows), 0, batch.lag, done)
@@ -156,7 +147,5 @@ class NotifySource:
 
 async def outbox_backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, datetime | None]:
     """How many outbox rows wait, and when the oldest was written."""
-    row = await (
-        await conn.execute("SELECT count(*), min(created_at) FROM cache_outbox")
-    ).fetchone()
+    row = await (await conn.execute(query("outbox_backlog"))).fetchone()
     return (0, None) if row is None else (int(row[0]), row[1])

@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from cdc_listener.errors import SourceUnavailable
+from mescache.queries import query
 from mescache.settings import PRIMARY_ONLY, with_session_attrs
 
 log = logging.getLogger("cdc_listener.slot")
@@ -64,7 +65,8 @@ class SlotStatus:
 
 
 async def check_wal_level(conn: psycopg.AsyncConnection[TupleRow]) -> None:
-    level = (await (await conn.execute("SHOW wal_level")).fetchone() or ("?",))[0]
+    """SourceUnavailable unless the server runs wal_level=logical."""
+    level = (await (await conn.execute(query("wal_level"))).fetchone() or ("?",))[0]
     if level != "logical":
         raise SourceUnavailable(
             f"wal_level is {level}, logical replication needs wal_level=logical"
@@ -84,13 +86,8 @@ async def ensure_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> boo
     its unfinished copies when promoted).
     """
     failover = conn.info.server_version >= FAILOVER_SLOTS
-    extra = "invalidation_reason, failover" if failover else "NULL, NULL"
-    row = await (
-        await conn.execute(
-            f"SELECT wal_status, {extra} FROM pg_replication_slots WHERE slot_name = %s",
-            [slot],
-        )
-    ).fetchone()
+    health = query("slot_health" if failover else "slot_health_before_17")
+    row = await (await conn.execute(health, {"slot": slot})).fetchone()
     if row is not None and row[0] != "lost" and row[1] is None and (row[2] or not failover):
         return False
     if row is not None:
@@ -100,33 +97,18 @@ async def ensure_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> boo
         # on this server while it was a standby, never a copy of the primary's.
         why = row[1] or ("wal removed" if row[0] == "lost" else "not a failover slot")
         log.warning("slot unusable, recreating it", extra={"slot": slot, "error": why})
-        await conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
-    create = (
-        "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', failover => true)"
-        if failover
-        else "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')"
-    )
+        await conn.execute(query("slot_drop"), {"slot": slot})
+    create = query("slot_create_failover" if failover else "slot_create")
     try:
-        await conn.execute(create, [slot])
+        await conn.execute(create, {"slot": slot})
     except errors.DuplicateObject:
         return False  # another listener created it a moment ago, and flushes
     return True
 
 
 async def slot_status(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> SlotStatus | None:
-    # On a standby the WAL position is the one replayed (pg_current_wal_lsn() refuses).
-    cur = await conn.execute(
-        """
-        WITH wal AS (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-                                 ELSE pg_current_wal_lsn() END AS lsn)
-        SELECT slot_name, active, active_pid, confirmed_flush_lsn::text, wal.lsn::text,
-               pg_wal_lsn_diff(wal.lsn, restart_lsn)::bigint,
-               pg_wal_lsn_diff(wal.lsn, confirmed_flush_lsn)::bigint,
-               wal_status
-        FROM pg_replication_slots, wal WHERE slot_name = %s
-        """,
-        [slot],
-    )
+    """What `cdc-listener status` reports of the slot; None if there is none."""
+    cur = await conn.execute(query("slot_status"), {"slot": slot})
     row = await cur.fetchone()
     return None if row is None else SlotStatus(*row)
 
@@ -151,7 +133,8 @@ class StandbyCopy:
 
 
 async def is_standby(conn: psycopg.AsyncConnection[TupleRow]) -> bool:
-    row = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
+    """Whether this server is a standby (in recovery)."""
+    row = await (await conn.execute(query("in_recovery"))).fetchone()
     return bool(row and row[0])
 
 
@@ -164,26 +147,11 @@ async def copies_seen_from_primary(
     protected: set[str] = set()
     slot_failover = False
     if failover_slots:
-        listed = await (await conn.execute("SHOW synchronized_standby_slots")).fetchone()
+        listed = await (await conn.execute(query("synchronized_standby_slots"))).fetchone()
         protected = {n.strip() for n in str(listed[0] if listed else "").split(",") if n.strip()}
-        row = await (
-            await conn.execute(
-                "SELECT failover FROM pg_replication_slots WHERE slot_name = %s", [slot]
-            )
-        ).fetchone()
+        row = await (await conn.execute(query("slot_is_failover"), {"slot": slot})).fetchone()
         slot_failover = bool(row and row[0])
-    rows = await (
-        await conn.execute(
-            # Logical walsenders (the listener itself) stream too: only physical ones count.
-            """
-            SELECT r.application_name, r.state, s.slot_name, r.replay_lsn::text
-            FROM pg_stat_replication r
-            LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
-            WHERE s.slot_type IS DISTINCT FROM 'logical'
-            ORDER BY r.application_name
-            """
-        )
-    ).fetchall()
+    rows = await (await conn.execute(query("physical_standbys"))).fetchall()
     copies = []
     for name, state, physical, _replayed in rows:
         if not failover_slots:
@@ -219,23 +187,14 @@ async def copy_on_standby(
     conn: psycopg.AsyncConnection[TupleRow], slot: str, name: str
 ) -> StandbyCopy:
     """This standby's own copy of `slot`, and whether a promotion would keep it."""
-    receiver = await (
-        await conn.execute("SELECT status, slot_name FROM pg_stat_wal_receiver")
-    ).fetchone()
+    receiver = await (await conn.execute(query("wal_receiver"))).fetchone()
     state, physical = receiver if receiver is not None else (None, None)
     if conn.info.server_version < FAILOVER_SLOTS:
         return StandbyCopy(
             name, "standby", state, physical, None, False, False, None,
             f"PostgreSQL {conn.info.server_version // 10000} keeps no copy of a logical slot",
         )  # fmt: skip
-    row = await (
-        await conn.execute(
-            "SELECT synced, temporary, invalidation_reason, confirmed_flush_lsn::text,"
-            " current_setting('sync_replication_slots')::bool"
-            " FROM pg_replication_slots WHERE slot_name = %s",
-            [slot],
-        )
-    ).fetchone()
+    row = await (await conn.execute(query("slot_copy_on_standby"), {"slot": slot})).fetchone()
     if row is None:
         reason: str | None = "no copy of the slot (sync_replication_slots, a failover slot?)"
         synced, lsn = False, None
@@ -259,7 +218,7 @@ async def copy_on_standby(
 async def drop_slot(conn: psycopg.AsyncConnection[TupleRow], slot: str) -> bool:
     """Drop the slot; False if there was none. Fails while a listener holds it."""
     try:
-        await conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+        await conn.execute(query("slot_drop"), {"slot": slot})
     except errors.UndefinedObject:
         return False
     return True
@@ -277,13 +236,8 @@ async def find_walsender(
     conn: psycopg.AsyncConnection[TupleRow], application_name: str
 ) -> Walsender | None:
     """The walsender of the replication connection opened with `application_name`."""
-    row = await (
-        await conn.execute(
-            "SELECT pid, backend_start FROM pg_stat_activity"
-            " WHERE backend_type = 'walsender' AND application_name = %s",
-            [application_name],
-        )
-    ).fetchone()
+    cur = await conn.execute(query("walsender_of"), {"application_name": application_name})
+    row = await cur.fetchone()
     return None if row is None else Walsender(row[0], row[1])
 
 
@@ -292,23 +246,13 @@ async def take_back(
 ) -> bool:
     """End `own` walsender if it still holds `slot`, and wait (up to `within` s) for the
     slot to be free; True if it was ended. A slot held by anyone else is left alone."""
-    row = await (
-        await conn.execute(
-            "SELECT pg_terminate_backend(a.pid) FROM pg_replication_slots s"
-            " JOIN pg_stat_activity a ON a.pid = s.active_pid"
-            " WHERE s.slot_name = %s AND a.pid = %s AND a.backend_start = %s",
-            [slot, own.pid, own.started],
-        )
-    ).fetchone()
+    ended = {"slot": slot, "pid": own.pid, "started": own.started}
+    row = await (await conn.execute(query("walsender_end_own"), ended)).fetchone()
     if row is None or not row[0]:
         return False
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        held = await (
-            await conn.execute(
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", [slot]
-            )
-        ).fetchone()
+        held = await (await conn.execute(query("slot_holder"), {"slot": slot})).fetchone()
         if held is None or held[0] != own.pid:
             break
         await asyncio.sleep(0.02)

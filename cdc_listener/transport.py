@@ -17,7 +17,7 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import TupleRow
 
-from cdc_listener.errors import ListenerError, SlotInUse, StreamEnded, StreamSilent
+from cdc_listener.errors import SlotInUse, StreamEnded, StreamRefused, StreamSilent
 from mescache.db import with_liveness
 
 _OBJECT_IN_USE = b"55006"
@@ -71,7 +71,7 @@ class ReplicationStream:
         message = result.get_error_message() or self._pg.get_error_message()
         if result.error_field(pq.DiagnosticField.SQLSTATE) == _OBJECT_IN_USE:
             raise SlotInUse(message.strip())
-        raise ListenerError(f"START_REPLICATION failed: {message.strip()}")
+        raise StreamRefused(f"START_REPLICATION failed: {message.strip()}")
 
     def read_nowait(self) -> memoryview | None:
         """The next CopyData body if one is already here, else None."""
@@ -101,11 +101,13 @@ class ReplicationStream:
         return self.read_nowait()
 
     async def send(self, body: bytes) -> None:
+        """Send one CopyData message (a status update) and flush it."""
         if self._pg.put_copy_data(body) != 1:
             raise StreamEnded(f"could not send: {self._pg.get_error_message()}")
         await self._flush()
 
     async def close(self) -> None:
+        """Close the replication connection."""
         await self._conn.close()
 
     async def _flush(self) -> None:

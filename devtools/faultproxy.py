@@ -97,6 +97,7 @@ class FaultProxy:
 
     @property
     def port(self) -> int:
+        """The proxy's listening port (once started)."""
         if self._server is None:
             raise RuntimeError("the proxy is not started")
         port: int = self._server.sockets[0].getsockname()[1]
@@ -108,12 +109,15 @@ class FaultProxy:
 
     @property
     def open_flows(self) -> int:
+        """How many client connections the proxy is forwarding now."""
         return len(self._flows)
 
     async def start(self) -> None:
+        """Listen on the loopback."""
         self._server = await asyncio.start_server(self._accept, LOOPBACK, self._port)
 
     async def close(self) -> None:
+        """Stop listening and close every flow (with a FIN)."""
         if self._server is not None:
             self._server.close()
         for flow in list(self._flows):
@@ -133,13 +137,16 @@ class FaultProxy:
     # The faults. Each takes effect at once for every chunk not yet forwarded.
 
     def black_hole_existing(self) -> None:
+        """Every open flow goes silent: nothing more is forwarded either way, nothing closes."""
         for flow in self._flows:
             flow.silent = True
 
     def black_hole_new(self, on: bool = True) -> None:
+        """New connections are accepted but silent (`on`), or forwarded again."""
         self._new_silent = on
 
     def black_hole(self) -> None:
+        """Open flows and new ones go silent: a firewall that forgot them."""
         self.black_hole_existing()
         self.black_hole_new(True)
 
@@ -149,11 +156,13 @@ class FaultProxy:
         self.latency = 0.0
 
     def set_latency(self, seconds: float) -> None:
+        """Delay every chunk forwarded by `seconds`."""
         if seconds < 0:
             raise ValueError("latency must not be negative")
         self.latency = seconds
 
     def reset(self) -> None:
+        """Close every open flow with a RST."""
         for flow in list(self._flows):
             flow.close(rst=True)
         self._flows.clear()
@@ -239,11 +248,13 @@ class ProxyThread:
         self.proxy = FaultProxy(upstream_host, upstream_port, port)
 
     def start(self) -> ProxyThread:
+        """Start the proxy on its own thread and loop."""
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(10)
         return self
 
     def close(self) -> None:
+        """Close the proxy and stop its thread."""
         asyncio.run_coroutine_threadsafe(self.proxy.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -251,9 +262,11 @@ class ProxyThread:
 
     @property
     def port(self) -> int:
+        """The proxy's listening port."""
         return self.proxy.port
 
     def url_for(self, url: str) -> str:
+        """`url` rewritten to go through this proxy."""
         return self.proxy.url_for(url)
 
     def call(self, control: Callable[[], _T]) -> _T:
@@ -270,19 +283,25 @@ class ProxyThread:
         return done.result(10)
 
     def black_hole(self) -> None:
+        """FaultProxy.black_hole, from any thread."""
         self.call(self.proxy.black_hole)
 
     def black_hole_existing(self) -> None:
+        """FaultProxy.black_hole_existing, from any thread."""
         self.call(self.proxy.black_hole_existing)
 
     def black_hole_new(self, on: bool = True) -> None:
+        """FaultProxy.black_hole_new, from any thread."""
         self.call(lambda: self.proxy.black_hole_new(on))
 
     def heal(self) -> None:
+        """FaultProxy.heal, from any thread."""
         self.call(self.proxy.heal)
 
     def set_latency(self, seconds: float) -> None:
+        """FaultProxy.set_latency, from any thread."""
         self.call(lambda: self.proxy.set_latency(seconds))
 
     def reset(self) -> None:
+        """FaultProxy.reset, from any thread."""
         self.call(self.proxy.reset)

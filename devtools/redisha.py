@@ -29,7 +29,7 @@ from typing import Final, cast
 
 import redis
 
-from mescache.devstack import StackError, ensure_binaries
+from devtools.devstack import StackError, ensure_binaries
 
 MAX_PORT: Final = 55535  # the cluster bus is the port + 10000, and must stay under 65536
 _WAIT: Final = 30.0
@@ -80,6 +80,7 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *more: str) -> None:
+        """Start the node (extra arguments in `more`) and wait until it answers PING."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         head = [self.binary] if self.config is None else [self.binary, str(self.config)]
         self.proc = subprocess.Popen(
@@ -97,6 +98,7 @@ class Node:
 
     @property
     def alive(self) -> bool:
+        """Whether the node's process runs."""
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
@@ -107,25 +109,31 @@ class Node:
             self.proc.wait(10)
 
     def pause(self) -> None:
+        """SIGSTOP: the node is silent, its connections stay open."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        """SIGCONT after pause()."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
+        """A plain client of this node with short timeouts."""
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
     def call(self, *args: str | int) -> object:
+        """One command on this node; its reply."""
         with self.client() as r:
             return r.execute_command(*args)
 
     def info(self, section: str) -> dict[str, object]:
+        """One section of the node's INFO."""
         with self.client() as r:
             return cast(dict[str, object], r.info(section))
 
     def pings(self) -> bool:
+        """Whether the node runs and answers PING."""
         return self.alive and bool(self.call("PING"))
 
 
@@ -143,6 +151,7 @@ class LocalCluster:
     nodes: list[Node] = field(default_factory=list)
 
     def start(self) -> None:
+        """Start the nodes, form the cluster and wait until every slot is served."""
         _, binary = ensure_binaries()
         for i in range(self.masters * 2):
             port = free_port_pair()
@@ -181,6 +190,7 @@ class LocalCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def stop(self) -> None:
+        """Kill every node."""
         for node in self.nodes:
             node.kill()
 
@@ -204,13 +214,16 @@ class LocalCluster:
         return roles
 
     def node(self, port: int) -> Node:
+        """The node listening on `port`."""
         return next(n for n in self.nodes if n.port == port)
 
     def primaries(self) -> list[Node]:
+        """The masters now, as a live node sees the cluster."""
         roles = self._roles()
         return [self.node(p) for p, (role, _) in roles.items() if role == "master"]
 
     def replica_of(self, master: Node) -> Node:
+        """The replica of `master` now."""
         roles = self._roles()
         for port, (role, of) in roles.items():
             if role == "replica" and of == master.port and self.node(port).alive:
@@ -288,6 +301,7 @@ class LocalCluster:
         wait_until("a healthy cluster", ok)
 
     def flush(self) -> None:
+        """FLUSHALL on every master."""
         for master in self.primaries():
             master.call("FLUSHALL")
 
@@ -310,6 +324,7 @@ class LocalSentinel:
     sentinels: list[Node] = field(default_factory=list)
 
     def start(self) -> None:
+        """Start the master, its replica and the sentinels; wait until they agree."""
         _, binary = ensure_binaries()
         plain = ("--save", "", "--appendonly", "no")
         master = Node(self.workdir / "data0", binary, free_port_pair(), plain)
@@ -344,6 +359,7 @@ class LocalSentinel:
         return f"redis+sentinel://{hosts}/{self.name}"
 
     def stop(self) -> None:
+        """Kill the sentinels and the data nodes."""
         for node in [*self.sentinels, *self.data]:
             node.kill()
 
@@ -376,6 +392,7 @@ class LocalSentinel:
         return next(n for n in self.data if n.port in ports)
 
     def replica(self) -> Node:
+        """The data node that is not the master now."""
         master = self.master()
         return next(n for n in self.data if n is not master)
 

@@ -59,6 +59,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """A new connection: refused past `max_connections`, else its head's deadline armed."""
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             log.warning(
@@ -70,10 +71,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The connection is gone: disarm its deadline."""
         self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Count the head's bytes against its bound before parsing them."""
         if self._refused:
             return
         if self._awaiting_head:
@@ -89,6 +92,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # Parser callbacks
     def on_message_begin(self) -> None:
+        """A request begins: its head is awaited again, under a new deadline."""
         super().on_message_begin()
         self._awaiting_head, self._in_request = True, True
         self._head_size = 0
@@ -96,14 +100,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._arm()
 
     def on_url(self, url: bytes) -> None:
+        """Count the request line toward the head's size."""
         super().on_url(url)
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Count one header toward the head's size."""
         super().on_header(name, value)
         self._head_size += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
+        """The head is complete: refused if too large, else passed on."""
         self._awaiting_head, self._head_bytes = False, 0
         if self._head_size > self._head_limit:
             self._refuse(431, "request headers too large")
@@ -111,10 +118,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        """Pass the body on, unless the request was refused."""
         if not self._refused:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        """The request is done: its deadline is disarmed (the next request arms its own)."""
         self._disarm()
         self._in_request = False
         if not self._refused:

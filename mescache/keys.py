@@ -129,12 +129,15 @@ class KeySchema:
         return f"{self.prefix}cache:changes"
 
     def dashboard(self) -> CacheKey:
+        """The operators' dashboard: every new and in-progress order."""
         return self._key("orders:{dashboard}")
 
     def new_orders(self) -> CacheKey:
+        """The newest new orders."""
         return self._key("orders:{new}")
 
     def order(self, order_id: int) -> CacheKey:
+        """One order (also the client's status query)."""
         return self._key(f"order:{{{order_id}}}")
 
     def order_names(self, order_id: int) -> tuple[str, str, str]:
@@ -152,6 +155,7 @@ class KeySchema:
         return f"{self.prefix}orders:{{status:{status}}}"
 
     def status_page(self, status: str, cursor: int | None, limit: int) -> CacheKey:
+        """One page of one status's orders, a member of that status's family."""
         start = "first" if cursor is None else str(cursor)
         family = self.status_family(status)
         return self._key(f"{family[len(self.prefix) :]}:page:{start}:{limit}", family)
@@ -221,6 +225,7 @@ class KeySchema:
         return f"{self.prefix}order:{{{order_id}}}#pending"
 
     def pending_pattern(self) -> str:
+        """A SCAN pattern matching every order's pending-status overlay."""
         return f"{self.prefix}order:{{*}}#pending"
 
     def pending_order(self, name: str) -> int | None:

@@ -82,6 +82,7 @@ class JsonFormatter(_Formatter):
     """One JSON object per line; a traceback goes in ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON object per record, its extra fields included."""
         out = self.fields(record)
         trace = self.traceback(record)
         if trace is not None:
@@ -94,6 +95,7 @@ class TextFormatter(_Formatter):
     on its own lines, for the human reading a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One line of key=value pairs per record, its extra fields included."""
         line = " ".join(f"{k}={_logfmt(v)}" for k, v in self.fields(record).items())
         trace = self.traceback(record)
         return line if trace is None else f"{line}\n{trace}"

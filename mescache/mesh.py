@@ -45,6 +45,8 @@ class Mesh:
 
 @dataclass(frozen=True, slots=True)
 class Measures:
+    """What a price is computed from: the mesh's volume and surface."""
+
     volume_mm3: float
     surface_mm2: float
 

@@ -1,4 +1,8 @@
-"""Applies the ordered migrations in sql/migrations to a database, each once.
+"""Applies the ordered schema migrations packaged in `mescache/sql/migrations`, each once.
+
+It belongs to the product, not to the development tools: a deployment installs its schema
+with it (`python -m mescache.migrate DATABASE_URL`, the compose file's `migrate` step), and
+the API's and the listener's start-up messages point there when tables are missing.
 
 Migrations are plain SQL files named NNN_name.sql, applied in name order inside one
 transaction each and recorded in schema_migrations. An advisory lock serialises two
@@ -9,51 +13,59 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg import sql
 
 from mescache.errors import MigrationError
-from mescache.queries import SQL_DIR
+from mescache.queries import SQL_ROOT, query
 
-MIGRATIONS_DIR = SQL_DIR / "migrations"
+MIGRATIONS_DIR: Traversable = SQL_ROOT / "migrations"
 _LOCK_ID = 0x6D657363  # "mesc": any constant the other migrators share
+_NAME_DIGITS = 3
 
 
-def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
-    return sorted(directory.glob("[0-9][0-9][0-9]_*.sql"))
+def migration_files(directory: Traversable = MIGRATIONS_DIR) -> list[Traversable]:
+    """The migration scripts (NNN_name.sql) in the order they apply."""
+    return sorted(
+        (
+            entry
+            for entry in directory.iterdir()
+            if entry.is_file()
+            and entry.name.endswith(".sql")
+            and entry.name[:_NAME_DIGITS].isdigit()
+            and entry.name[_NAME_DIGITS : _NAME_DIGITS + 1] == "_"
+        ),
+        key=lambda entry: entry.name,
+    )
 
 
-def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def apply_migrations(conninfo: str, directory: Traversable = MIGRATIONS_DIR) -> list[str]:
     """Apply what is missing; returns the names applied now."""
     applied: list[str] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_ID])
+        conn.execute(query("migrate_lock"), {"lock": _LOCK_ID})
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            conn.execute(query("migrate_ledger"))
+            done = {r[0] for r in conn.execute(query("migrate_applied"))}
             for path in migration_files(directory):
                 if path.name in done:
                     continue
                 try:
                     with conn.transaction():
                         conn.execute(sql.SQL(path.read_text(encoding="utf-8")))
-                        conn.execute(
-                            "INSERT INTO schema_migrations (name) VALUES (%s)", [path.name]
-                        )
+                        conn.execute(query("migrate_record"), {"name": path.name})
                 except psycopg.Error as exc:
                     raise MigrationError(f"{path.name}: {exc}") from exc
                 applied.append(path.name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_ID])
+            conn.execute(query("migrate_unlock"), {"lock": _LOCK_ID})
     return applied
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m mescache.migrate DATABASE_URL`: apply what is missing, say what."""
     parser = argparse.ArgumentParser(description="Apply the schema migrations.")
     parser.add_argument("database_url", help="PostgreSQL connection string")
     args = parser.parse_args(argv)

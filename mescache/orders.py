@@ -64,17 +64,21 @@ _PAGE = TypeAdapter(OrderPage)
 
 
 def dump_order(row: Order) -> bytes:
+    """One order as the cached JSON bytes."""
     return _ORDER.dump_json(row)
 
 
 def dump_list(rows: list[Order]) -> bytes:
+    """A list of orders as the cached JSON bytes (`items`)."""
     return _LIST.dump_json({"items": rows})
 
 
 def dump_page(rows: list[Order], limit: int) -> bytes:
+    """One page of orders with `next_cursor` (None on the last page)."""
     next_cursor = rows[-1]["id"] if len(rows) == limit else None
     return _PAGE.dump_json({"items": rows, "next_cursor": next_cursor})
 
 
 def move_is_legal(current: str, target: str) -> bool:
+    """Whether an order may move from `current` to `target`."""
     return current in ALLOWED_FROM.get(target, ())

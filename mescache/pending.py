@@ -174,6 +174,7 @@ class PendingWrites:
         return Acceptance(accepted=False, entry=None, current=_text(reply[1]))
 
     async def overlay(self, order_id: int) -> Overlay | None:
+        """The order's pending status change, if write-behind holds one."""
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.pending(order_id)))
         if b"entry" not in raw or b"status" not in raw:
             return None
@@ -185,6 +186,7 @@ class PendingWrites:
         )
 
     async def seal_and_ack(self, order_id: int, entry: str, sealed_ttl_ms: int) -> None:
+        """Mark the overlay as written to PostgreSQL and acknowledge its stream entry, at once."""
         await self._seal(
             keys=[self.keys.pending(order_id), self.keys.write_stream()],
             args=[entry, GROUP, sealed_ttl_ms],

@@ -38,6 +38,7 @@ class PriceRequest:
     size: Decimal | None = None  # inner diameter in mm, for sized kinds; None: as modelled
 
     def params(self) -> str:
+        """The parameters as they appear in the price's key (`size=...`)."""
         return "size=" + (_NO_SIZE if self.size is None else canonical_size(self.size))
 
     def member(self) -> str:
@@ -115,6 +116,7 @@ _QUOTE = TypeAdapter(Quote)
 
 
 def dump_quote(quote: Quote) -> bytes:
+    """A quote as the cached JSON bytes."""
     return _QUOTE.dump_json(quote)
 
 

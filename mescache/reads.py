@@ -28,6 +28,7 @@ async def _rows(pool: Pool, name: str, params: dict[str, object]) -> list[Order]
 
 
 async def order_json(pool: Pool, order_id: int) -> bytes:
+    """One order's JSON; OrderNotFound if there is none."""
     rows = await _rows(pool, "order_by_id", {"id": order_id})
     if not rows:
         raise OrderNotFound(order_id)
@@ -42,14 +43,17 @@ async def model_ids(pool: Pool) -> list[int]:
 
 
 async def dashboard_json(pool: Pool) -> bytes:
+    """The dashboard's JSON: every new and in-progress order."""
     return dump_list(await _rows(pool, "dashboard", {}))
 
 
 async def newest_json(pool: Pool, limit: int) -> bytes:
+    """The newest `limit` new orders as JSON."""
     return dump_list(await _rows(pool, "newest_new", {"limit": limit}))
 
 
 async def status_page_json(pool: Pool, status: str, cursor: int | None, limit: int) -> bytes:
+    """One page of one status's orders as JSON, below `cursor`."""
     rows = await _rows(pool, "status_page", {"status": status, "cursor": cursor, "limit": limit})
     return dump_page(rows, limit)
 

@@ -54,7 +54,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mescache.errors import CacheLayerError
+from mescache.errors import Fatal
 
 _CLUSTER: Final = {"redis+cluster": False, "rediss+cluster": True}  # scheme: TLS
 _SENTINEL: Final = {"redis+sentinel": False, "rediss+sentinel": True}
@@ -62,7 +62,7 @@ _SENTINEL: Final = {"redis+sentinel": False, "rediss+sentinel": True}
 Kind = Literal["single", "cluster", "sentinel"]
 
 
-class BadRedisUrl(CacheLayerError, ValueError):
+class BadRedisUrl(Fatal, ValueError):
     """REDIS_URL is not one of the forms mescache.redisconn documents."""
 
 

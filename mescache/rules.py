@@ -80,6 +80,7 @@ class Touched:
         )
 
     def update(self, other: Touched) -> None:
+        """Add what another change touched to this one."""
         self.orders |= other.orders
         self.all_orders |= other.all_orders
         self.statuses |= other.statuses

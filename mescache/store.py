@@ -133,10 +133,12 @@ class Commands:
         self.items: list[tuple[EncodableT, ...]] = []
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: EncodableT) -> None:
+        """Queue one script call."""
         self.items.append(("EVALSHA", sha, numkeys, *keys_and_args))
 
 
 def version_key(key: CacheKey) -> str:
+    """The name of the refresh version kept beside a key."""
     return f"{key.name}#version"
 
 
@@ -234,6 +236,8 @@ class RedisStore:
         return seen
 
     async def begin_fill(self, key: CacheKey, lease_s: float, token: str) -> FillTicket:
+        """Start a fenced fill: the value if cached, else the fences now and whether this reader
+        holds the lease."""
         reply = await self._guarded(
             self._begin(
                 keys=[key.name, key.lease, *_read_keys(key)[1:]],
@@ -247,6 +251,7 @@ class RedisStore:
     async def finish_fill(
         self, key: CacheKey, value: bytes, ttl_s: float, fence: bytes, token: str
     ) -> bool:
+        """Store a filled value only if no fence moved since begin_fill; whether it was stored."""
         keys = [key.name, key.lease, *_read_keys(key)[1:], *key.tags]
         args: list[EncodableT] = [
             value,
@@ -384,6 +389,7 @@ class RedisStore:
         return replies
 
     def queue_invalidate(self, cmds: Commands, *keys: CacheKey) -> None:
+        """Queue the invalidation of keys (value, fence and lease each)."""
         self.queue_invalidate_names(cmds, [(k.name, k.fence, k.lease) for k in keys])
 
     def queue_invalidate_names(
@@ -406,11 +412,13 @@ class RedisStore:
                 cmds.evalsha(sha, len(names), *names, FENCE_TTL_MS)
 
     def queue_invalidate_family(self, cmds: Commands, family: str, fence: str) -> None:
+        """Queue the invalidation of a family: every member's fence moves at once."""
         cmds.evalsha(self._invalidate_family.sha, 2, family, fence, FENCE_TTL_MS)
 
     def queue_refresh(
         self, cmds: Commands, key: CacheKey, value: bytes, ttl_s: float, version: str | None
     ) -> None:
+        """Queue a refresh: the new value, unless a newer version is already stored."""
         keys = [key.name, key.fence, key.lease]
         args: list[bytes | str | int] = [value, _ms(ttl_s), FENCE_TTL_MS]
         if version is not None:

@@ -61,6 +61,7 @@ class WarmReport:
     outcomes: Counter[Outcome] = field(default_factory=Counter)
 
     def summary(self) -> str:
+        """One line saying what a warm-up did."""
         total = sum(self.outcomes.values())
         parts = ", ".join(f"{self.outcomes[o]} {o}" for o in OUTCOMES if self.outcomes[o])
         return f"{total} hot keys: {parts or 'none'}"

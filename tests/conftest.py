@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from api.settings import ApiSettings
-from mescache.demo import load_demo_data
-from mescache.devstack import PostgresServer, RedisServer, start_servers
+from devtools.demo import load_demo_data
+from devtools.devstack import PostgresServer, RedisServer, start_servers
 from mescache.migrate import apply_migrations
 from mescache.settings import CacheSettings
 

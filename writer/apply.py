@@ -18,13 +18,13 @@ from psycopg.rows import tuple_row
 from mescache.orders import ALLOWED_FROM
 from mescache.queries import query
 from writer.entries import StatusEntry
-from writer.errors import WriterError
+from writer.errors import NoOutbox
 
 Mode = Literal["logical", "notify"]
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class EntryApplied:
     """Committed now (`replay` false) or by an earlier attempt (`replay` true)."""
 
     replay: bool
@@ -38,12 +38,13 @@ class Rejected:
     actual: str | None
 
 
-Outcome = Applied | Rejected
+Outcome = EntryApplied | Rejected
 
 Connection = psycopg.AsyncConnection[Any]
 
 
 async def status_in_database(conn: Connection, order_id: int) -> str | None:
+    """The order's status in PostgreSQL; None if there is no such order."""
     cur = await conn.execute(query("status_of"), {"id": order_id})
     row = await cur.fetchone()
     return None if row is None else str(row[0])
@@ -61,10 +62,10 @@ async def apply_entry(conn: Connection, entry: StatusEntry) -> Outcome:
     async with conn.transaction() as txn, conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(query("wb_record_entry"), params)
         if await cur.fetchone() is None:
-            return Applied(replay=True)
+            return EntryApplied(replay=True)
         await cur.execute(query("move_status"), params)
         if await cur.fetchone() is not None:
-            return Applied(replay=False)
+            return EntryApplied(replay=False)
         actual = await status_in_database(conn, entry.order_id)
         if actual is None:
             outcome = Rejected(f"unknown order {entry.order_id}", None)
@@ -84,7 +85,7 @@ async def position(conn: Connection, mode: Mode) -> int:
     try:
         cur = await conn.execute(query(f"wb_position_{mode}"))
     except psycopg.errors.UndefinedTable:
-        raise WriterError(
+        raise NoOutbox(
             "CDC_MODE=notify but the database has no cache_outbox: install it"
             " (cdc-listener install-notify) or set CDC_MODE to the listener's mode"
         ) from None

@@ -18,14 +18,13 @@ import psycopg
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from mescache.errors import RedisNotDurable
+from mescache.errors import MesCacheError, RedisNotDurable
 from mescache.keys import KeySchema
 from mescache.logs import configure_logging, redact
 from mescache.pending import GROUP
 from mescache.redisconn import make_redis
 from mescache.settings import describe_settings_error
 from writer import dead_letters
-from writer.errors import WriterError
 from writer.settings import WriterSettings
 from writer.worker import Writer
 
@@ -73,6 +72,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`orders-writer <command>`; the exit code."""
     parser = argparse.ArgumentParser(
         prog="orders-writer",
         description="Applies write-behind status changes from Redis to PostgreSQL."
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except RedisNotDurable as exc:
         print(f"orders-writer: refusing to start: {exc}", file=sys.stderr)
         return 1
-    except (psycopg.Error, RedisError, WriterError) as exc:
+    except (psycopg.Error, RedisError, MesCacheError) as exc:
         print(f"orders-writer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 1
 

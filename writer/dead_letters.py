@@ -29,7 +29,7 @@ from mescache.keys import KeySchema
 from mescache.pending import PendingWrites
 from mescache.redisconn import make_redis
 from writer.entries import parse_entry, raw_fields
-from writer.errors import MalformedEntry
+from writer.errors import MalformedEntry, UnknownDeadLetter
 from writer.settings import WriterSettings
 
 _STREAM_ID = re.compile(r"[0-9]+-[0-9]+")
@@ -48,6 +48,7 @@ class DeadLetter:
     age_s: float  # since it was given up (the dead letter's own id is its time)
 
     def line(self) -> str:
+        """The dead letter as `orders-writer dead-letters list` prints it."""
         change = f"order {self.order_id or '?'} -> {self.status or '?'}"
         return f"{self.id}  {_age(self.age_s):>6} ago  {change}  {self.reason}"
 
@@ -70,10 +71,6 @@ def _dead_letter(dead_id: bytes | str, fields: dict[bytes, bytes] | None) -> Dea
         reason=values.get("reason", ""),
         age_s=round(max(0.0, time.time() - int(ident.split("-")[0]) / 1000), 3),
     )
-
-
-class UnknownDeadLetter(Exception):
-    """An id names no dead letter (or one that cannot be retried)."""
 
 
 async def list_dead_letters(redis: Redis, keys: KeySchema, limit: int) -> list[DeadLetter]:
@@ -138,6 +135,7 @@ async def retry_dead_letters(
 async def drop_dead_letters(
     redis: Redis, keys: KeySchema, ids: list[str], everything: bool = False
 ) -> list[DeadLetter]:
+    """Remove dead letters (`everything`: all of them); those dropped."""
     letters = await _fetch(redis, keys, ids, everything)
     if letters:
         await redis.xdel(keys.dead_letters(), *[letter.id for letter in letters])
@@ -175,6 +173,7 @@ def usage_error(args: argparse.Namespace) -> str | None:
 
 
 async def run(settings: WriterSettings, args: argparse.Namespace) -> int:
+    """`orders-writer dead-letters list|retry|drop`; the exit code."""
     if problem := usage_error(args):
         print(f"orders-writer: {problem}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ class StatusEntry:
     from_status: str
 
     def fields(self) -> dict[str, str]:
+        """The entry's fields as the stream stores them."""
         return {
             "entry": self.entry,
             "order_id": str(self.order_id),
@@ -32,10 +33,12 @@ def _text(value: bytes | str) -> str:
 
 
 def raw_fields(fields: dict[bytes, bytes] | None) -> dict[str, str]:
+    """A stream entry's fields as text (none for a deleted entry)."""
     return {_text(k): _text(v) for k, v in (fields or {}).items()}
 
 
 def parse_entry(entry: str, fields: dict[str, str]) -> StatusEntry:
+    """The status change an entry carries; MalformedEntry if it carries none."""
     order_id, status = fields.get("order_id", ""), fields.get("status", "")
     if not order_id.isdigit() or int(order_id) < 1:
         raise MalformedEntry(f"malformed entry: order_id {order_id!r} is not an order id")

@@ -35,6 +35,7 @@ StreamId = tuple[int, int]
 
 
 def parse_stream_id(value: bytes | str) -> StreamId:
+    """A Redis stream id (`ms-seq`) as a pair that orders correctly."""
     text = value.decode() if isinstance(value, bytes) else value
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)

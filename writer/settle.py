@@ -27,6 +27,8 @@ log = logging.getLogger("writer.settle")
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
+    """An overlay written to PostgreSQL at `position`, waiting for the listener to pass it."""
+
     position: int
     order_id: int
     entry: str
@@ -44,6 +46,7 @@ class SettleQueue:
         return len(self._queue)
 
     def add(self, position: int, order_id: int, entry: str) -> None:
+        """Queue an overlay sealed at `position` until the listener passes it or it expires."""
         self._queue.append(Sealed(position, order_id, entry, time.monotonic() + self.sealed_ttl))
 
     async def settle(self, pending: PendingWrites, listener_at: int) -> int:

@@ -46,16 +46,18 @@ from typing import cast
 
 import psycopg
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from mescache.db import severed_after, with_liveness
 from mescache.durability import require_durable
+from mescache.errors import is_retryable
 from mescache.keys import KeySchema
 from mescache.pending import GROUP, PendingWrites
+from mescache.queries import query
 from mescache.redisconn import make_redis
 from writer.apply import (
-    Applied,
     Connection,
+    EntryApplied,
     Outcome,
     Rejected,
     apply_entry,
@@ -71,15 +73,12 @@ from writer.settle import SettleQueue
 
 log = logging.getLogger("writer")
 
-RETRYABLE = (psycopg.OperationalError, RedisError, OSError, LockLost)
 _LOCK_CHECK = 1.0  # how often the active writer makes sure it still holds the lock, s
 
 
 async def _session(conn: Connection) -> tuple[int, object]:
     """The server's backend of `conn`: its pid and start time (a pid alone may be reused)."""
-    cur = await conn.execute(
-        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-    )
+    cur = await conn.execute(query("writer_session"))
     row = await cur.fetchone()
     if row is None:  # a session always sees itself
         raise psycopg.OperationalError("the server does not show this session")
@@ -126,7 +125,9 @@ class Writer:
                     await self._ensure_group(redis)
                     await self._serve(redis, pending)
                     backoff = 0.5
-                except RETRYABLE as exc:
+                except Exception as exc:
+                    if not is_retryable(exc):  # the error tree decides (mescache.errors)
+                        raise
                     self.active.clear()
                     if not self._reached:
                         raise
@@ -156,9 +157,7 @@ class Writer:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock_conn:
             async with severed_after(lock_conn, bound):
                 await self._end_abandoned(lock_conn)
-                cur = await lock_conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtext('orders-writer:' || %s))", [self.stream]
-                )
+                cur = await lock_conn.execute(query("writer_lock"), {"stream": self.stream})
                 row = await cur.fetchone()
             self._reached = True
             if row is None or not row[0]:
@@ -177,21 +176,14 @@ class Writer:
             return
         pids = [pid for pid, _ in self._sessions]
         starts = [start for _, start in self._sessions]
-        cur = await conn.execute(
-            "SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_stat_activity a"
-            " JOIN unnest(%s::int[], %s::timestamptz[]) AS mine(pid, started)"
-            " ON a.pid = mine.pid AND a.backend_start = mine.started",
-            [pids, starts],
-        )
+        cur = await conn.execute(query("writer_end_sessions"), {"pids": pids, "starts": starts})
         ended = [row[0] for row in await cur.fetchall() if row[1]]
         self._sessions = []
         if ended:
             log.warning("ended this writer's silent sessions pids=%s", ended)
             # Gone within milliseconds; the caller's bound covers a server that hangs.
             while True:
-                cur = await conn.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [ended]
-                )
+                cur = await conn.execute(query("sessions_alive"), {"pids": ended})
                 if await cur.fetchone() is None:
                     break
                 await asyncio.sleep(0.02)
@@ -222,7 +214,7 @@ class Writer:
             if now >= next_lock_check:
                 try:
                     async with severed_after(lock_conn, bound):
-                        await lock_conn.execute("SELECT 1")
+                        await lock_conn.execute(query("ping"))
                 except psycopg.OperationalError as exc:
                     raise LockLost(f"lock connection lost: {exc}") from exc
                 next_lock_check = now + _LOCK_CHECK
@@ -313,7 +305,7 @@ class Writer:
             return  # stopping: the entry stays pending
         async with severed_after(conn, self.settings.writer_db_timeout):
             at = await position(conn, self.settings.cdc_mode)
-        if isinstance(outcome, Applied):
+        if isinstance(outcome, EntryApplied):
             await pending.seal_and_ack(entry.order_id, entry.entry, ttl_ms)
             self.applied += 1
             log.debug(

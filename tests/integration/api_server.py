@@ -11,7 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from api.settings import ApiSettings
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 
 
 class ApiProcess:

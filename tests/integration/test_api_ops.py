@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from mescache.devstack import RedisServer
+from devtools.devstack import RedisServer
 from tests.integration.conftest import api_settings, http_client
 from tests.integration.test_redis_down import own_redis  # noqa: F401  # fixture
 

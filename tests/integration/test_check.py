@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio
 
 from cdc_listener.check import Checker, CheckReport
-from cdc_listener.probe import Prober
+from cdc_listener.lag_probe import Prober
 from mescache.db import make_pool
 from mescache.keys import KeySchema
 from mescache.settings import CacheSettings

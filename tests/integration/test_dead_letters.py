@@ -26,9 +26,10 @@ from tests.integration.writer_fixtures import (
     writer,
     writer_settings,
 )
-from writer.apply import Applied, apply_entry
-from writer.dead_letters import UnknownDeadLetter, retry_dead_letters
+from writer.apply import EntryApplied, apply_entry
+from writer.dead_letters import retry_dead_letters
 from writer.entries import StatusEntry
+from writer.errors import UnknownDeadLetter
 from writer.prune import AppliedPruner
 
 __all__ = ["wb_redis", "writer"]  # the fixtures
@@ -217,7 +218,7 @@ async def test_a_replay_after_pruning_applies_nothing_twice(
     assert accepted.entry is not None
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         entry = StatusEntry(accepted.entry, third, "in_progress", "new")
-        assert await apply_entry(conn, entry) == Applied(replay=False)
+        assert await apply_entry(conn, entry) == EntryApplied(replay=False)
         pruner = AppliedPruner(KEYS.write_stream(), lag=0)
         for _ in range(3):
             assert await pruner.run(wb_redis, conn) == 0

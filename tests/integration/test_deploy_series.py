@@ -14,7 +14,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdc_listener.metrics import ListenerMetrics
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 from mescache.keys import KeySchema
 from tests.deploy_files import family, panel_expressions, rule_expressions, series_in
 from tests.integration.api_server import ApiProcess

@@ -22,8 +22,8 @@ import redis.asyncio
 
 from api.app import create_app
 from cdc_listener.check import Checker
+from devtools.devstack import RedisServer
 from mescache.db import make_pool
-from mescache.devstack import RedisServer
 from mescache.keys import KeySchema
 from mescache.orders import STATUSES
 from mescache.settings import CacheSettings

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio
 
 from cdc_listener.notify import CHANNEL
-from mescache.queries import SQL_DIR
+from mescache.queries import query, script
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
 
 
@@ -24,7 +24,7 @@ def dba(database_url: str, *statements: str) -> None:
 
 def install_notify(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute((SQL_DIR / "notify" / "outbox.sql").read_text())
+        conn.execute(script("notify/outbox.sql"))
 
 
 @pytest.fixture(params=["logical", "notify"])
@@ -184,4 +184,5 @@ async def test_catalogue_changes_touch_their_price_families(
 
 
 def test_notify_channel_matches_the_shipped_triggers() -> None:
-    assert f"pg_notify('{CHANNEL}'" in (SQL_DIR / "notify" / "outbox.sql").read_text()
+    assert f"pg_notify('{CHANNEL}'" in script("notify/outbox.sql")
+    assert query("outbox_listen").as_string().endswith(f"\nLISTEN {CHANNEL};")

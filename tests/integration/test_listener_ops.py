@@ -12,7 +12,7 @@ import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdc_listener.replication import parse_lsn
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
 from tests.integration.test_api_ops import value
 from tests.integration.test_listener import dba, drop_slot, gone, install_notify, warm

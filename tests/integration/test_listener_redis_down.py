@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import redis.asyncio
 
-from mescache.devstack import RedisServer
+from devtools.devstack import RedisServer
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings
 from tests.integration.test_listener import dba, drop_slot, install_notify
 from tests.integration.test_redis_down import own_redis

@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio
 
 from cdc_listener.settings import ListenerSettings
+from devtools.devstack import free_port
 from devtools.faultproxy import FaultProxy
-from mescache.devstack import free_port
 from mescache.keys import KeySchema
 from tests.conftest import Servers
 from tests.integration.listener_fixtures import InProcessListener, eventually, listener_settings

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 from tests.integration.conftest import OPERATOR_KEY
 from tests.integration.listener_fixtures import eventually, listener_settings
 from tests.integration.test_cli import cli

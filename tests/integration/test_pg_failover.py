@@ -25,8 +25,8 @@ import pytest
 import redis.asyncio
 
 from api.app import create_app
-from mescache.demo import load_demo_data
-from mescache.devstack import PostgresServer, embedded_bindir, ensure_binaries
+from devtools.demo import load_demo_data
+from devtools.devstack import PostgresServer, embedded_bindir, ensure_binaries
 from mescache.keys import KeySchema
 from mescache.migrate import apply_migrations
 from tests.integration.conftest import api_settings, http_client

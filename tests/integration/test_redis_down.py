@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from mescache.devstack import RedisServer, ensure_binaries
+from devtools.devstack import RedisServer, ensure_binaries
 from tests.integration.conftest import api_settings, http_client
 
 READS = ("/orders/dashboard", "/orders/new", "/orders/1", "/orders?status=done")

@@ -1,4 +1,4 @@
-"""The least-privilege logins of sql/migrations/007_roles.sql: the API, the listener and
+"""The least-privilege logins of mescache/sql/migrations/007_roles.sql: the API, the listener and
 the writer each do their work as their own role, and are refused what is not theirs."""
 
 from __future__ import annotations

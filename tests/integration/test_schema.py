@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from devtools.demo import KINDS, load_demo_data
 from mescache import mesh
-from mescache.demo import KINDS, load_demo_data
 from mescache.migrate import apply_migrations, main, migration_files
 from tests.conftest import Servers
 

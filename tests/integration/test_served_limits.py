@@ -11,7 +11,7 @@ import pytest
 
 from cdc_listener import endpoint
 from cdc_listener.metrics import ListenerMetrics
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 from tests.integration.api_server import ApiProcess
 from tests.integration.conftest import OPERATOR_KEY, api_settings
 from tests.integration.listener_fixtures import listener_settings

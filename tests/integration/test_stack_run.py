@@ -1,4 +1,4 @@
-"""`make run` (mescache.devstack run) as a newcomer meets it: it prints the DATABASE_URL and
+"""`make run` (devtools.devstack run) as a newcomer meets it: it prints the DATABASE_URL and
 REDIS_URL of its private servers, and a Ctrl-C in the terminal stops everything cleanly,
 Redis after the API (no warning about a lost connection)."""
 
@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import redis
 
-from mescache.devstack import free_port
+from devtools.devstack import free_port
 from tests.conftest import Servers
 
 KEY = "mes_stack-run-test-operator-key-0123456789"
@@ -55,7 +55,7 @@ def test_run_prints_the_server_urls_and_a_ctrl_c_stops_it_without_a_warning(
     with log.open("wb") as out:
         # A process group of its own stands for the terminal: Ctrl-C signals the whole group.
         stack = subprocess.Popen(
-            [sys.executable, "-m", "mescache.devstack", "run", "--no-demo",
+            [sys.executable, "-m", "devtools.devstack", "run", "--no-demo",
              "--stack-dir", str(tmp_path / "stack")],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

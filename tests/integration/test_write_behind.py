@@ -38,7 +38,7 @@ from tests.integration.writer_fixtures import (
     writer,
     writer_settings,
 )
-from writer.apply import Applied, apply_entry
+from writer.apply import EntryApplied, apply_entry
 from writer.entries import StatusEntry
 
 __all__ = ["wb_redis", "writer"]  # the fixtures
@@ -301,11 +301,11 @@ async def test_a_replayed_entry_changes_nothing(database_url: str) -> None:
     (order_id,) = new_orders(database_url, 1)
     entry = StatusEntry("1700000000000-0", order_id, "in_progress", "new")
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        assert await apply_entry(conn, entry) == Applied(replay=False)
+        assert await apply_entry(conn, entry) == EntryApplied(replay=False)
         # A DBA moves it back; a replay of the entry must not move it forward again.
         dba(database_url, "UPDATE orders SET status = 'new' WHERE id = %s", [order_id])
         before = dba(database_url, "SELECT updated_at FROM orders WHERE id = %s", [order_id])
-        assert await apply_entry(conn, entry) == Applied(replay=True)
+        assert await apply_entry(conn, entry) == EntryApplied(replay=True)
     assert status_in_db(database_url, order_id) == "new"
     assert dba(database_url, "SELECT updated_at FROM orders WHERE id = %s", [order_id]) == before
     assert list(applied_entries(database_url)) == [entry.entry]
@@ -325,7 +325,7 @@ async def test_a_committed_but_unacknowledged_entry_of_a_dead_writer_is_replayed
     await wb_redis.xreadgroup(GROUP, "dead-writer", {stream: ">"})
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         entry = StatusEntry(entry_id, order_id, "in_progress", "new")
-        assert await apply_entry(conn, entry) == Applied(replay=False)
+        assert await apply_entry(conn, entry) == EntryApplied(replay=False)
     dba(database_url, "UPDATE orders SET status = 'new' WHERE id = %s", [order_id])
 
     await writer.start()

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from pydantic_settings import BaseSettings
 
 from api.app import create_app
-from mescache.devstack import RedisServer, free_port
+from devtools.devstack import RedisServer, free_port
 from mescache.durability import require_durable
 from mescache.errors import RedisNotDurable
 from mescache.keys import KeySchema

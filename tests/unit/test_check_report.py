@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cdc_listener.check import RECOMPUTE, describe_diff
-from cdc_listener.probe import SampleReport
+from cdc_listener.lag_probe import SampleReport
 from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, VALUE_KINDS, KeySchema
 
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mescache import mesh, shapes
-from mescache.demo import KINDS
+from devtools import shapes
+from devtools.demo import KINDS
+from mescache import mesh
 from mescache.errors import MeshError
 
 

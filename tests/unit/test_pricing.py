@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from mescache import mesh, shapes
+from devtools import shapes
+from mescache import mesh
 from mescache.errors import BadPriceParams
 from mescache.pricing import (
     PriceInputs,

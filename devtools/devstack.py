@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-from mescache.demo import load_demo_data
+from devtools.demo import load_demo_data
+from devtools.dev_sql import dev_query as query
 from mescache.logs import redact
 from mescache.migrate import apply_migrations
 
@@ -42,6 +44,7 @@ class StackError(RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port free on the loopback now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -110,6 +113,7 @@ class PostgresServer:
         return ["runuser", "-u", "postgres", "--", *cmd] if _is_root() else cmd
 
     def init(self) -> None:
+        """A new data directory (initdb), configured for logical replication."""
         if self.datadir.exists():
             shutil.rmtree(self.datadir)
         self.datadir.mkdir(parents=True)
@@ -146,6 +150,7 @@ class PostgresServer:
             f.writelines(f"{k} = {v}\n" for k, v in conf.items())
 
     def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
         log = self.datadir / "server.log"
         subprocess.run(
             self._as_owner(
@@ -167,6 +172,7 @@ class PostgresServer:
         _wait_port(self.port, 30, "postgres", None)
 
     def stop(self, mode: str = "fast") -> None:
+        """Stop the server (pg_ctl's `mode`: smart, fast or immediate), if it runs."""
         if (self.datadir / "postmaster.pid").exists():
             subprocess.run(
                 self._as_owner("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop"),
@@ -176,6 +182,7 @@ class PostgresServer:
             )
 
     def url(self, dbname: str = "postgres") -> str:
+        """The connection string of one database on this server, as the superuser."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def version(self) -> int:
@@ -236,10 +243,17 @@ class PostgresServer:
         )
 
     def create_database(self, name: str, template: str | None = None) -> str:
+        """A fresh database `name` (dropped first if it exists), cloned from `template` if given;
+        its URL."""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            extra = f' TEMPLATE "{template}"' if template else ""
-            conn.execute(f'CREATE DATABASE "{name}"{extra}')
+            conn.execute(query("database_drop").format(name=sql.Identifier(name)))
+            if not template:
+                conn.execute(query("database_create").format(name=sql.Identifier(name)))
+            else:
+                create = query("database_create_from")
+                conn.execute(
+                    create.format(name=sql.Identifier(name), template=sql.Identifier(template))
+                )
         return self.url(name)
 
 
@@ -256,6 +270,7 @@ class RedisServer:
     extra_args: tuple[str, ...] = ()  # more redis-server options, e.g. a renamed command
 
     def start(self) -> None:
+        """Start redis-server and wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -284,16 +299,19 @@ class RedisServer:
         _wait_port(self.port, 15, "redis-server", self.proc)
 
     def stop(self) -> None:
+        """Stop the server and wait for it to exit."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
 
     def kill(self) -> None:
+        """Kill -9: nothing is saved or said."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
 
     def url(self, db: int = 0) -> str:
+        """The REDIS_URL of one of its databases."""
         return f"redis://127.0.0.1:{self.port}/{db}"
 
 
@@ -417,6 +435,7 @@ def run(stack_dir: Path, demo: bool | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m devtools.devstack run` (what `make run` calls); the exit code."""
     parser = argparse.ArgumentParser(description="Run the whole stack with demo data.")
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="servers, migrations, demo data, API and listener")

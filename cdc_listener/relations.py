@@ -14,7 +14,7 @@ from psycopg.abc import Loader
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-from cdc_listener.errors import ListenerError
+from cdc_listener.errors import ProtocolViolation
 from cdc_listener.pgoutput import (
     UNCHANGED,
     Delete,
@@ -39,6 +39,7 @@ class RelationCache:
         self._orders: dict[int, tuple[int, int, int, int]] = {}
 
     def remember(self, relation: Relation) -> None:
+        """Keep (or replace) a relation by its OID."""
         positions = {column.name: i for i, column in enumerate(relation.columns)}
         self._by_oid[relation.oid] = (relation, positions)
         self._orders.pop(relation.oid, None)
@@ -91,12 +92,14 @@ class RelationCache:
         return True
 
     def get(self, oid: int) -> Relation:
+        """The relation of this OID; ProtocolViolation before its Relation message."""
         return self._entry(oid)[0]
 
     def view(self, oid: int, row: Row) -> RowView:
+        """A row of relation `oid` read by column name; ProtocolViolation if its width is wrong."""
         relation, positions = self._entry(oid)
         if len(row) != len(relation.columns):
-            raise ListenerError(
+            raise ProtocolViolation(
                 f"row of {len(row)} values for {relation.name}, which has"
                 f" {len(relation.columns)} columns"
             )
@@ -106,7 +109,9 @@ class RelationCache:
         try:
             return self._by_oid[oid]
         except KeyError:
-            raise ListenerError(f"change for relation {oid} before its Relation message") from None
+            raise ProtocolViolation(
+                f"change for relation {oid} before its Relation message"
+            ) from None
 
 
 class RowView(Mapping[str, object]):
@@ -124,6 +129,7 @@ class RowView(Mapping[str, object]):
         return value.decode() if isinstance(value, bytes) else value
 
     def get(self, name: str, default: object = None) -> object:
+        """The column's value, or `default` for a column the relation lacks."""
         # The rule calls get() twice a row: Mapping's version goes through a raised KeyError.
         position = self._positions.get(name)
         if position is None:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc_listener.changes import RelationCache, changes_of
 from cdc_listener.pgoutput import UNCHANGED, Column, Relation, Update, Value
+from cdc_listener.relations import RelationCache, changes_of
 from mescache.orders import STATUSES
 from mescache.rules import Touched, add_change
 

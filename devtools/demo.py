@@ -1,5 +1,5 @@
 """Loads realistic demo data: a dozen materials, a few hundred 3D models with their
-meshes (mescache.shapes) and 100,000 orders, about 1% of them new or in progress (the
+meshes (devtools.shapes) and 100,000 orders, about 1% of them new or in progress (the
 operators' dashboard).
 
 Deterministic for a given seed. Orders are made in SQL (generate_series) so it takes
@@ -24,7 +24,9 @@ from decimal import Decimal
 
 import psycopg
 
-from mescache import mesh, reads, shapes
+from devtools import shapes
+from devtools.dev_sql import dev_query as query
+from mescache import mesh, reads
 from mescache.errors import BadPriceParams
 from mescache.pricing import PriceInputs, PriceRequest, measure, quote, size_delta_mm
 
@@ -79,9 +81,9 @@ async def unit_prices(conninfo: str) -> list[PriceRow]:
     """The price of every model in every material at each demo size its kind takes."""
     rows: list[PriceRow] = []
     async with await psycopg.AsyncConnection.connect(conninfo) as conn:
-        cur = await conn.execute("SELECT id, density_g_cm3, price_per_gram FROM materials")
+        cur = await conn.execute(query("demo_materials"))
         materials = await cur.fetchall()
-        cur = await conn.execute("SELECT id FROM models ORDER BY id")
+        cur = await conn.execute(query("demo_model_ids"))
         models = [row[0] for row in await cur.fetchall()]
         if not materials:
             return rows
@@ -115,73 +117,25 @@ def load_demo_data(
 ) -> None:
     """Replace the catalogue and orders with demo data (a fresh database is expected)."""
     with psycopg.connect(conninfo) as conn:
-        conn.execute("SELECT setseed(%s)", [seed])
+        conn.execute(query("demo_seed"), {"seed": seed})
         with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO materials (code, name, density_g_cm3, price_per_gram)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (code) DO NOTHING",
-                MATERIALS,
-            )
-            cur.executemany(
-                "INSERT INTO models (sku, name, kind, volume_cm3, base_price, mesh)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sku) DO NOTHING",
-                demo_models(models, seed),
-            )
+            cur.executemany(query("demo_material"), MATERIALS)
+            cur.executemany(query("demo_model"), demo_models(models, seed))
         conn.commit()  # the catalogue, so the prices can be read on another connection
         # The API's own price reads are async: run them on a thread of their own, which
         # works whether or not the caller runs an event loop (the soak does).
         with ThreadPoolExecutor(1) as pool:
             prices = pool.submit(asyncio.run, unit_prices(conninfo)).result()
-        conn.execute(
-            "CREATE TEMPORARY TABLE demo_prices (model_id bigint, material_id bigint,"
-            " size numeric, pick int, sizes int, unit numeric(12, 2)) ON COMMIT DROP"
-        )
-        with conn.cursor() as cur, cur.copy("COPY demo_prices FROM STDIN") as copy:
+        conn.execute(query("demo_prices_table"))
+        with conn.cursor() as cur, cur.copy(query("demo_prices_copy")) as copy:
             for row in prices:
                 copy.write_row(row)
-        conn.execute(
-            """
-            WITH picks AS (
-                SELECT i,
-                       (SELECT array_agg(id) FROM models) AS model_ids,
-                       (SELECT array_agg(id) FROM materials) AS material_ids,
-                       -- a low-discrepancy sequence rather than random(): even a small
-                       -- demo gets its share of new and in-progress orders
-                       (i * 0.6180339887498949) %% 1 AS r
-                FROM generate_series(1, %(n)s) AS i
-            ), rows AS (
-                SELECT i,
-                       model_ids[1 + floor(random() * cardinality(model_ids))::int] AS model_id,
-                       material_ids[1 + floor(random() * cardinality(material_ids))::int]
-                           AS material_id,
-                       1 + floor(random() * 3)::int AS quantity,
-                       floor(random() * 1000)::int AS size_pick,
-                       CASE WHEN r < 0.004 THEN 'in_progress'
-                            WHEN r < 0.010 THEN 'new'
-                            WHEN r < 0.93 THEN 'done'
-                            ELSE 'cancelled' END AS status,
-                       now() - make_interval(mins => (%(n)s - i) * 5) AS created_at
-                FROM picks
-            )
-            INSERT INTO orders (customer, model_id, material_id, quantity, params,
-                                total_price, status, created_at, updated_at)
-            SELECT 'client-' || (1 + floor(random() * 20000)::int),
-                   r.model_id, r.material_id, r.quantity,
-                   CASE WHEN p.size IS NULL THEN jsonb_build_object('layer_um', 25)
-                        ELSE jsonb_build_object('size', p.size, 'layer_um', 25) END,
-                   p.unit * r.quantity,
-                   r.status, r.created_at, r.created_at
-            FROM rows r
-            JOIN demo_prices p ON p.model_id = r.model_id AND p.material_id = r.material_id
-                              AND p.pick = r.size_pick %% p.sizes
-            ORDER BY r.i
-            """,
-            {"n": orders},
-        )
-        conn.execute("ANALYZE orders")
+        conn.execute(query("demo_orders"), {"n": orders})
+        conn.execute(query("demo_analyze"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m devtools.demo DATABASE_URL`: load the demo data; the exit code."""
     parser = argparse.ArgumentParser(description="Load the demo catalogue and orders.")
     parser.add_argument("database_url", help="PostgreSQL connection string")
     parser.add_argument("--orders", type=int, default=100_000, help="how many orders")

@@ -75,6 +75,7 @@ def join(*meshes: Mesh) -> Mesh:
 
 
 def moved(mesh: Mesh, dx: float = 0.0, dy: float = 0.0, dz: float = 0.0) -> Mesh:
+    """The mesh translated by (dx, dy, dz)."""
     return Mesh([(x + dx, y + dy, z + dz) for x, y, z in mesh.vertices], mesh.triangles)
 
 

@@ -1,6 +1,6 @@
 """`cdc-listener check --sample N`: how long a committed change takes to leave the cache.
 
-Method: the probe table `cache_probe` (sql/migrations/006_probe.sql) is published and
+Method: the probe table `cache_probe` (mescache/sql/migrations/006_probe.sql) is published and
 triggered like the orders, and the rule maps a change of row r to the key ``probe:{r}``.
 For each sample the prober sets ``probe:{r}``, commits an UPDATE of row r in autocommit,
 takes the time at which the commit is acknowledged, and polls Redis until the key is gone.
@@ -29,6 +29,7 @@ import psycopg
 from redis.asyncio import Redis
 
 from mescache.keys import KeySchema
+from mescache.queries import query
 
 THRESHOLDS = (0.010, 0.100, 1.0)
 _TIGHT = 0.020  # poll back to back this long, then every _POLL
@@ -45,6 +46,7 @@ class SampleReport:
 
     @property
     def count(self) -> int:
+        """How many samples were taken, missed ones included."""
         return len(self.delays) + self.missed
 
     def within(self, seconds: float) -> float:
@@ -60,6 +62,8 @@ class SampleReport:
         return ordered[rank - 1] if rank <= len(ordered) else None
 
     def as_json(self) -> dict[str, Any]:
+        """The report as `cdc-listener check --sample N --json` prints it."""
+
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value * 1000, 3)
 
@@ -74,6 +78,7 @@ class SampleReport:
         }
 
     def summary(self) -> str:
+        """The report as `cdc-listener check --sample N` prints it."""
         data = self.as_json()
 
         def show(value: float | None) -> str:
@@ -101,16 +106,14 @@ class Prober:
     async def sample(
         self, count: int, rate: float, wait_for: float, settle: float = 2.0
     ) -> SampleReport:
+        """Take `count` samples at `rate` per second, each waiting up to `wait_for` seconds for the
+        invalidation."""
         report = SampleReport(timeout=wait_for)
         rows = max(2, math.ceil(rate * settle) + 1)
         async with await psycopg.AsyncConnection.connect(
             self.database_url, autocommit=True
         ) as conn:
-            await conn.execute(
-                "INSERT INTO cache_probe (id) SELECT generate_series(1, %s)"
-                " ON CONFLICT (id) DO NOTHING",
-                [rows],
-            )
+            await conn.execute(query("probe_rows"), {"rows": rows})
             started = time.monotonic()
             for i in range(count):
                 await _sleep_until(started + i / rate)
@@ -124,21 +127,12 @@ class Prober:
     async def _one(
         self, conn: psycopg.AsyncConnection[Any], row: int, wait_for: float, settle: float
     ) -> float | None:
-        quiet = await (
-            await conn.execute(
-                "SELECT extract(epoch FROM clock_timestamp() - updated_at)::float8"
-                " FROM cache_probe WHERE id = %s",
-                [row],
-            )
-        ).fetchone()
+        quiet = await (await conn.execute(query("probe_quiet_for"), {"id": row})).fetchone()
         if quiet is not None and quiet[0] < settle:
             await asyncio.sleep(settle - quiet[0])
         name = self.keys.probe(row).name
         await self.redis.set(name, b"probe", px=max(1, round((wait_for + settle) * 1000)))
-        await conn.execute(
-            "UPDATE cache_probe SET seq = seq + 1, updated_at = clock_timestamp() WHERE id = %s",
-            [row],
-        )
+        await conn.execute(query("probe_touch"), {"id": row})
         acknowledged = time.monotonic()
         deadline = acknowledged + wait_for
         while await self.redis.exists(name):

@@ -57,6 +57,8 @@ class KeyVerifier:
         self.queries = 0  # lookups that reached the database
 
     async def verify(self, digest: bytes) -> Principal | None:
+        """The principal of the key with this SHA-256 digest, None for no active key: from memory
+        while fresh, else one lookup per digest at a time."""
         entry = self._entries.get(digest)
         if entry is not None:
             if entry.fresh_until > self._clock():

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from api.apikey_cache import KeyVerifier
 from api.apikeys import Principal
-from api.keycache import KeyVerifier
 
 ANNA = Principal(1, "mes_annakey1", "client", "Anna K.")
 
