@@ -13,8 +13,9 @@ over the slots:
   prices in material 2) and ``price:{model:5}:all``. A change of material 2 or of a pricing
   rule moves that family of every model, so each price stays checkable in one script;
 - ``probe:{3}`` a row of the consistency probe table;
-- ``stats:price-requests`` counts price requests for warm-up, and ``cache:master`` names the
-  Redis master the listener last saw (neither is cache: flushes keep them).
+- ``stats:price-requests`` counts price requests for warm-up, ``stats:consistency`` holds
+  the listener's consistency figure and ``cache:master`` names the Redis master the
+  listener last saw (none is cache: flushes keep them).
 
 Companions of a value carry its name and a suffix: ``#fence`` (a counter every
 invalidation or refresh moves), ``#lease`` (one filler at a time), ``#version`` (the commit
@@ -185,6 +186,16 @@ class KeySchema:
         so warm-up can fill the most requested ones."""
         return f"{self.prefix}stats:price-requests"
 
+    def price_requests_halved(self) -> str:
+        """Held for one half-life after the price request counts were halved, so only one
+        API process halves them per interval (api.demand)."""
+        return f"{self.prefix}stats:price-requests#halved"
+
+    def consistency(self) -> str:
+        """The listener's consistency figure (cdc_listener.sampler), JSON, for `/stats`.
+        Not cache: a flush keeps it."""
+        return f"{self.prefix}stats:consistency"
+
     def orders_pattern(self) -> str:
         """Every ``order:{id}`` key and its companions."""
         return f"{self.prefix}order:{{*"
@@ -217,6 +228,7 @@ class KeySchema:
             or name.startswith(f"{self.prefix}writes:")
             or name == self.price_requests()
             or name == self.master_mark()
+            or name == self.consistency()
         )
 
     def namespace_pattern(self) -> str:
