@@ -152,6 +152,7 @@ class Sampler:
         rate: float,
         grace: float,
         window: float,
+        random_share: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -162,6 +163,7 @@ class Sampler:
         self.checker = Checker(redis, pool, keys, settings)
         self.rate = rate
         self.grace = grace
+        self.random_share = random_share
         self.window = Window(window, clock)
         self._clock = clock
         self._sleep = sleep
@@ -169,7 +171,7 @@ class Sampler:
         self._invalidated: deque[_Candidate] = deque(maxlen=QUEUED)
         self._suspects: deque[_Suspect] = deque()
         self._logged: OrderedDict[tuple[str, bytes], None] = OrderedDict()
-        self._took_invalidated = False
+        self._credit = 0.0
         self.ticks = 0
 
     def invalidated(self, batch: Batch) -> None:
@@ -201,13 +203,15 @@ class Sampler:
             await self._confirm(self._suspects.popleft())
             return
         due = bool(self._invalidated) and self._invalidated[0].due <= now
-        # Every other tick, while invalidated values wait: random values are sampled too.
-        self._took_invalidated = due and not self._took_invalidated
-        if self._took_invalidated:
+        # While invalidated values wait, `random_share` of the ticks still take a random
+        # one (a credit, not a coin: the same ticks go the same way every run).
+        self._credit += self.random_share
+        if due and self._credit < 1.0:
             candidate = self._invalidated.popleft()
             name = candidate.name or await self._member(candidate.family or "")
             since, source = candidate.since, "invalidated"
         else:
+            self._credit = max(0.0, self._credit - 1.0)
             name, since, source = await self._random_name(), now, "random"
         if name is None:
             return
