@@ -187,8 +187,8 @@ class KeySchema:
         return f"{self.prefix}stats:price-requests"
 
     def price_requests_halved(self) -> str:
-        """Held for one half-life after the price request counts were halved, so only one
-        API process halves them per interval (api.demand)."""
+        """When the price request counts were last halved (Redis's clock, ms), so one API
+        process halves them once per half-life (api.demand). Not cache: a flush keeps it."""
         return f"{self.prefix}stats:price-requests#halved"
 
     def consistency(self) -> str:
@@ -227,6 +227,7 @@ class KeySchema:
             name.endswith("#pending")
             or name.startswith(f"{self.prefix}writes:")
             or name == self.price_requests()
+            or name == self.price_requests_halved()
             or name == self.master_mark()
             or name == self.consistency()
         )
