@@ -58,6 +58,7 @@ from cdc_listener.check import Checker, Compared
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.probe import Prober
 from mescache.db import Pool
+from mescache.errors import CacheLayerError
 from mescache.keys import KeySchema
 from mescache.redisconn import is_cluster
 from mescache.settings import CacheSettings
@@ -212,7 +213,7 @@ class Sampler:
             since, source = candidate.since, "invalidated"
         else:
             self._credit = max(0.0, self._credit - 1.0)
-            name, since, source = await self._random_name(), now, "random"
+            name, since, source = await self.random_value_name(), now, "random"
         if name is None:
             return
         compared = await self.checker.compare([name])
@@ -264,12 +265,16 @@ class Sampler:
         found = await self.redis.srandmember(family)
         return None if found is None else _text(cast(bytes | str, found))
 
-    async def _random_name(self) -> str | None:
+    async def random_value_name(self) -> str | None:
         """A random cached value's name: a SCAN step from a random cursor (on a cluster,
-        on a random master), then one comparable name among those it returned."""
+        on a random master: each holds its own share of the keys), then one comparable
+        name among those it returned. None when it found none."""
         node = None
         if is_cluster(self.redis):
-            node = self._rng.choice(cast(RedisCluster, self.redis).get_primaries())
+            primaries = cast(RedisCluster, self.redis).get_primaries()
+            if not primaries:
+                return None  # the client has not learnt the cluster's map yet
+            node = self._rng.choice(primaries)
         # A cursor past the table's last bucket finds nothing: then once from the start.
         for cursor in (self._rng.getrandbits(32), 0):
             found = await self._scan(cursor, node)
@@ -315,7 +320,7 @@ class Sampler:
                     if self._clock() - published >= PUBLISH_EVERY:
                         published = self._clock()
                         await self.publish()
-                except (*REDIS_FAILURES, psycopg.Error) as exc:
+                except (*REDIS_FAILURES, psycopg.Error, OSError, CacheLayerError) as exc:
                     log.debug("consistency sample failed", extra={"error": str(exc)})
             self.update_gauge()
             # Never catch up in a burst: a slow tick delays the next, it does not add one.

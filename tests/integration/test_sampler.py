@@ -11,14 +11,17 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import httpx
 import pytest
 import redis.asyncio
+from redis.asyncio import Redis
 
 from cdc_listener.apply import Batch
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.sampler import Sampler
+from devtools.redisha import LocalCluster
 from mescache.db import make_pool
 from mescache.keys import KeySchema
 from mescache.rules import Touched
@@ -228,3 +231,35 @@ async def test_with_the_listener_running_the_sampler_checks_changed_values_and_f
     finally:
         await running.close()
         drop_slot(database_url, settings.cdc_slot)
+
+
+async def test_on_a_cluster_random_values_come_from_every_master(
+    redis_cluster: LocalCluster, cluster_client: Redis, database_url: str
+) -> None:
+    keys = KeySchema("test:")
+    for order_id in range(60):
+        await cluster_client.set(keys.order(order_id).name, b"{}")
+        await cluster_client.set(keys.order(order_id).fence, b"1")  # companions: never picked
+    held_by = {
+        name.decode(): primary.port
+        for primary in redis_cluster.primaries()
+        for name in cast(list[bytes], primary.call("KEYS", "*"))
+    }
+    settings = CacheSettings(database_url=database_url, redis_url=redis_cluster.url)
+    pool = make_pool(database_url, 0, 1, "sampler-test")  # never opened: nothing is compared
+    sampler = Sampler(
+        cluster_client,
+        pool,
+        keys,
+        settings,
+        ListenerMetrics("logical", "test"),
+        rate=5.0,
+        grace=GRACE,
+        window=60.0,
+        rng=random.Random(16),
+    )
+    picked = [await sampler.random_value_name() for _ in range(30)]
+    assert all(name is not None and "#" not in name for name in picked)
+    assert {held_by[name] for name in picked if name is not None} == {
+        p.port for p in redis_cluster.primaries()
+    }
