@@ -27,7 +27,7 @@ CDC_SAMPLE_WINDOW seconds::
 
 which is -log10(stale / checks) when something was stale, and is capped at log10(checks)
 when nothing was: a sample of N checks cannot show more than log10(N) nines. The figure is
-written every few seconds to ``stats:consistency`` (mescache.keys) with a short TTL, for the
+written every second to ``stats:consistency`` (mescache.keys) with a short TTL, for the
 API's ``/stats``; it vanishes when no listener samples.
 
 A stale find is logged once per key and value (the key, both values' lengths and short
@@ -71,7 +71,7 @@ T = TypeVar("T", int, str)
 PER_BATCH: Final = 3  # invalidated names taken from one announced batch, at most
 QUEUED: Final = 512  # invalidated names waiting for their grace period, at most (oldest go)
 SCAN_COUNT: Final = 32  # names one random SCAN step looks at
-PUBLISH_EVERY: Final = 5.0  # s between two writes of the figure for /stats
+PUBLISH_EVERY: Final = 1.0  # s between two writes of the figure for /stats
 FIGURE_TTL: Final = 30.0  # s the figure lives unless rewritten
 PROBE_TIMEOUT: Final = 5.0  # s after which a probe's invalidation counts as missed
 _LOGGED: Final = 10_000  # stale values remembered so each is logged once

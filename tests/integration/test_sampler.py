@@ -211,7 +211,12 @@ async def test_with_the_listener_running_the_sampler_checks_changed_values_and_f
     client: httpx.AsyncClient, database_url: str, redis_url: str
 ) -> None:
     settings = listener_settings(
-        database_url, redis_url, cdc_refresh=True, cdc_sample_rate=200.0, cdc_check_grace=1.0
+        database_url,
+        redis_url,
+        cdc_refresh=True,
+        cdc_sample_rate=200.0,
+        cdc_check_grace=1.0,
+        cdc_probe_interval=0.2,
     )
     running = InProcessListener(settings)
     await running.start()
@@ -228,6 +233,23 @@ async def test_with_the_listener_running_the_sampler_checks_changed_values_and_f
         assert metrics.consistency_checks["random"] > 0
         assert metrics.consistency_stale == {"invalidated": 0, "random": 0}
         assert sum(metrics.stale_found.values()) == 0
+
+        async def timed_a_probe() -> bool:
+            delays = metrics.invalidation_delay.collect()
+            counts = [s.value for m in delays for s in m.samples if s.name.endswith("_count")]
+            return counts[0] >= 1
+
+        await eventually(timed_a_probe, "the probe timed an invalidation end to end")
+        assert metrics.probes_missed == 0
+
+        async def shown() -> bool:  # the figure reaches /stats while the listener samples
+            figure = (await client.get("/stats")).json()["consistency"]
+            return figure is not None and figure["checks"] > 0
+
+        await eventually(shown, "the consistency figure in /stats")
+        figure = (await client.get("/stats")).json()["consistency"]
+        assert figure["stale"] == 0
+        assert figure["window_s"] == 900
     finally:
         await running.close()
         drop_slot(database_url, settings.cdc_slot)
