@@ -8,9 +8,9 @@ did not move and still differs). Half the ticks take a value the listener recent
 invalidated or refreshed (its batch announcement, read CDC_CHECK_GRACE after it: the keys
 most likely to show a lost or late invalidation), half a random cached value (a random
 SCAN cursor; on a Redis Cluster on a randomly chosen master, since every master holds its
-own share of the keys). A tick makes at most one comparison (one round trip to Redis, one
-query), and ticks run CDC_SAMPLE_RATE times a second: the cost is bounded by the setting,
-whatever the traffic.
+own share of the keys). A tick makes at most one comparison (at most three small Redis
+round trips and one query), and ticks run CDC_SAMPLE_RATE times a second: the cost is
+bounded by the setting, whatever the traffic.
 
 It runs inside the listener rather than as a process of its own because the listener
 already knows what it invalidated, at the moment it did (the announcement, in process: no
