@@ -255,8 +255,8 @@ class Sampler:
                 "age_s": round(age, 3),
                 "cached": summary(served),
                 "database": summary(stale.truth),
-                "fences": [summary_of_fence(f) for f in stale.seen.fences],
-                "token": summary_of_fence(stale.seen.token),
+                "fences": ",".join(fence_text(f) for f in stale.seen.fences),
+                "token": fence_text(stale.seen.token),
             },
         )
 
@@ -356,9 +356,9 @@ def summary(value: bytes | None) -> str:
     return f"{len(value)} B blake2b:{hashlib.blake2b(value, digest_size=4).hexdigest()}"
 
 
-def summary_of_fence(value: bytes | None) -> str | None:
-    """A fence or token as logged: short, printable."""
-    return None if value is None else value.decode("ascii", "replace")[:64]
+def fence_text(value: bytes | None) -> str:
+    """A fence or token as logged: short, printable; "none" when absent."""
+    return "none" if value is None else value.decode("ascii", "replace")[:64]
 
 
 def _text(name: bytes | str) -> str:
