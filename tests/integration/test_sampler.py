@@ -145,6 +145,21 @@ async def test_a_planted_stale_value_is_found_after_its_grace_logged_once_and_sh
     assert stats["consistency"] == {"nines": 0.0, "checks": 2, "stale": 2, "window_s": 60}
 
 
+async def test_an_invalidated_value_waits_for_its_grace_before_it_is_compared(
+    client: httpx.AsyncClient, database_url: str, redis_url: str
+) -> None:
+    await fill(client)
+    clock = DrivenClock()
+    async with sampler_for(database_url, redis_url, clock) as sampler:
+        sampler.invalidated(invalidated(1))
+        clock.now = GRACE - 0.01
+        await sampler.tick()  # the listener may still be at work: a random value instead
+        assert sampler.metrics.consistency_checks["invalidated"] == 0
+        clock.now = GRACE
+        await sampler.tick()
+        assert sampler.metrics.consistency_checks["invalidated"] == 1
+
+
 async def test_a_value_invalidated_or_refreshed_during_the_grace_is_not_stale(
     client: httpx.AsyncClient, database_url: str, redis_url: str
 ) -> None:
