@@ -191,6 +191,9 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
             bare_dashboard=bare,
             feed=feed,
         )
+        app.state.ctx.cache.demand.halve_every(
+            keys.price_requests_halved(), cfg.price_counts_half_life
+        )
         provisioning: asyncio.Task[None] | None = None
         try:
             provisioning = await _start_provisioning(pool, cfg)

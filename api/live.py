@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.auth import AUTH_RESPONSES, Caller, forbidden, require_operator
+from api.consistency import Consistency, read_consistency
 from api.context import AppContext, Ctx
 from api.feed import CLOSED, FeedEvent, Subscription
 
@@ -60,6 +61,9 @@ class CacheStats(BaseModel):
         " (from the first page or /stats on)"
     )
     pages: int = Field(description="dashboards following this process's change stream")
+    consistency: Consistency | None = Field(
+        default=None, description="the listener's sampled consistency (null: no figure)"
+    )
 
 
 @router.get("/stats", response_model=CacheStats)
@@ -77,6 +81,7 @@ async def stats(ctx: Ctx) -> CacheStats:
         last_lsn=None if last is None else last.lsn,
         live=ctx.feed.connected,
         pages=ctx.feed.pages,
+        consistency=await read_consistency(ctx.redis, ctx.keys),
     )
 
 

@@ -34,6 +34,12 @@ class ApiSettings(CacheSettings):
         description="one fill per key: concurrent misses share one SELECT in a process and "
         "wait for the lease holder across processes (off only to measure what it saves)",
     )
+    price_counts_half_life: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="price request counts (what warm-up fills) are halved this often, so "
+        "warm-up follows current demand, s (0: never)",
+    )
     near_cache_min_bytes: int = Field(
         default=16_384,
         ge=0,

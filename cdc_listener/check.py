@@ -91,6 +91,21 @@ class StaleKey:
     diff: str
 
 
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """One cached value as a read would serve it now, beside PostgreSQL's value now."""
+
+    name: str
+    kind: str
+    seen: Observed
+    truth: bytes | None
+
+    @property
+    def differs(self) -> bool:
+        """Served and not what PostgreSQL says (a suspect until a grace period passes)."""
+        return self.seen.served is not None and self.seen.served != self.truth
+
+
 @dataclass(slots=True)
 class CheckReport:
     """What one check found. `checked` counts compared values per kind."""
@@ -176,6 +191,18 @@ class Checker:
             report.stale = await self._confirm(suspects, refs, grace)
         report.seconds = time.monotonic() - started
         return report
+
+    async def compare(self, names: list[str]) -> list[Compared]:
+        """The named values compared once, as `run` does (names of a kind with no
+        comparison are left out): the step the continuous sampler (cdc_listener.sampler)
+        repeats, reading again after its grace period with the same rule as `_confirm`."""
+        refs = {n: ref for n in names if (ref := self.keys.classify(n)).kind in RECOMPUTE}
+        chosen = list(refs)
+        seen = await self._observe(chosen, refs)
+        truths = await self._recompute(chosen, refs)
+        return [
+            Compared(n, refs[n].kind, s, t) for n, s, t in zip(chosen, seen, truths, strict=True)
+        ]
 
     async def _confirm(
         self,

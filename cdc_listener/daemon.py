@@ -15,6 +15,8 @@ import contextlib
 import logging
 import random
 import signal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -25,7 +27,9 @@ from cdc_listener.logical import LogicalSource
 from cdc_listener.master_watch import MasterWatch
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
+from cdc_listener.probe import Prober
 from cdc_listener.publish import ChangePublisher
+from cdc_listener.sampler import Sampler, probe_forever
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import Walsender
 from mescache import heap
@@ -65,9 +69,29 @@ async def run(
     pool = make_pool(settings.database_url, 0, 2, "cdc-listener", settings.cdc_liveness_timeout)
     await pool.open(wait=False)
     applier = Applier(store, keys, settings, settings.cdc_refresh, pool)
-    publisher = ChangePublisher(
-        redis, keys.changes_channel(), with_lsn=settings.cdc_mode == "logical"
+    # The consistency sampler's queries run on a pool of their own: they never wait for,
+    # nor hold up, the applier's refresh reads.
+    sample_pool = make_pool(
+        settings.database_url, 0, 1, "cdc-listener-sampler", settings.cdc_liveness_timeout
     )
+    await sample_pool.open(wait=False)
+    sampler = Sampler(
+        redis,
+        sample_pool,
+        keys,
+        settings,
+        metrics,
+        rate=settings.cdc_sample_rate,
+        grace=settings.cdc_check_grace,
+        window=settings.cdc_sample_window,
+    )
+    publisher = ChangePublisher(
+        redis,
+        keys.changes_channel(),
+        with_lsn=settings.cdc_mode == "logical",
+        observer=sampler.invalidated if settings.cdc_sample_rate > 0 else None,
+    )
+    prober = Prober(settings.database_url, redis, keys)
     if settle_heap:
         heap.settle()
     watch = MasterWatch(redis, store, keys)  # a new Redis master may have lost writes
@@ -75,7 +99,12 @@ async def run(
         with contextlib.suppress(RedisError):  # unreachable: the source retries as usual
             await require_supported(redis)
         await watch.start()
-        async with serving(settings, metrics):
+        async with (
+            serving(settings, metrics),
+            _beside(
+                sampler.run(stop), probe_forever(prober, metrics, settings.cdc_probe_interval, stop)
+            ),
+        ):
             await _follow(settings, stop, applier, publisher, metrics)
     finally:
         if signals:
@@ -85,6 +114,7 @@ async def run(
         await publisher.close()
         await redis.aclose()
         await pool.close()
+        await sample_pool.close()
 
 
 async def _follow(
@@ -152,6 +182,26 @@ async def _run_source(
         await source.run(stop)
     finally:
         metrics.source_lost()  # not ready from the moment the stream is gone
+
+
+@contextlib.asynccontextmanager
+async def _beside(*work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` as tasks while the body runs; cancel them after. One that fails is
+    logged and stays stopped: measuring must never stop the listener."""
+    tasks = [asyncio.create_task(w) for w in work]
+    for task in tasks:
+        task.add_done_callback(_report_failure)
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("consistency sampling stopped", exc_info=task.exception())
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

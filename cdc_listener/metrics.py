@@ -23,11 +23,16 @@ Series (all prefixed ``cdc_listener_``): ``changes_received_total``,
 ``stale_keys_found_total{kind}`` (stale values a consistency check of this process found,
 one sample per value kind from the start, so an alert on it never sees a missing series),
 ``write_behind_dead_letters`` (the dead-letter stream's length, read with the slot's WAL).
+The consistency sampler's (cdc_listener.sampler): ``consistency_checks_total{source}``,
+``consistency_stale_total{source}`` (source ``invalidated`` or ``random``),
+``staleness_age_seconds``, ``consistency_nines`` (NaN with no check in the window),
+``invalidation_delay_seconds`` and ``invalidation_probes_missed_total`` (the probe).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,6 +53,9 @@ LAG_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
 )  # fmt: skip
+# How long a stale value had been wrong when found: at least the grace period.
+AGE_BUCKETS: Final = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+SAMPLE_SOURCES: Final = ("invalidated", "random")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,26 @@ class ListenerMetrics:
             "From the commit on the server (its clock) to the end of the Redis work of the"
             " batch holding it (this process's clock); one observation per applied batch,"
             " for its oldest commit",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        # The consistency sampler's figures: per sample, by source.
+        self.consistency_checks: dict[str, int] = dict.fromkeys(SAMPLE_SOURCES, 0)
+        self.consistency_stale: dict[str, int] = dict.fromkeys(SAMPLE_SOURCES, 0)
+        self.consistency_nines: float | None = None
+        self.probes_missed = 0
+        self.staleness_age = Histogram(
+            "cdc_listener_staleness_age_seconds",
+            "How long a stale value found by the sampler had been wrong, at least: since the"
+            " batch that invalidated it was announced, or (a random sample) since the first"
+            " read that saw it differ",
+            buckets=AGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.invalidation_delay = Histogram(
+            "cdc_listener_invalidation_delay_seconds",
+            "From a probe commit's acknowledgement to its key gone from Redis, end to end"
+            " (cdc_listener.probe), sampled every CDC_PROBE_INTERVAL",
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
@@ -273,6 +301,7 @@ class _ScrapeTime(Collector):
         for kind, found in sorted(m.stale_found.items()):
             stale.add_metric([kind], found)
         yield stale
+        yield from _consistency(m)
         yield GaugeMetricFamily(
             "cdc_listener_silence_seconds",
             "Seconds since the server last sent anything on the stream (LISTEN connection in"
@@ -291,3 +320,28 @@ class _ScrapeTime(Collector):
             " server and confirming progress",
             value=1 if m.ready else 0,
         )
+
+
+def _consistency(m: ListenerMetrics) -> Iterator[Metric]:
+    """The consistency sampler's series (cdc_listener.sampler)."""
+    for name, text, values in (
+        ("consistency_checks", "Cached values the sampler compared with PostgreSQL",
+         m.consistency_checks),
+        ("consistency_stale", "Sampled values still differing from PostgreSQL after the"
+         " grace period, nothing having invalidated them (every sample counts)",
+         m.consistency_stale),
+    ):  # fmt: skip
+        family = CounterMetricFamily(f"cdc_listener_{name}", text, labels=["source"])
+        for source, count in sorted(values.items()):
+            family.add_metric([source], count)
+        yield family
+    yield GaugeMetricFamily(
+        "cdc_listener_consistency_nines",
+        "log10(checks / max(stale, 1)) over the last CDC_SAMPLE_WINDOW; NaN with no check",
+        value=math.nan if m.consistency_nines is None else m.consistency_nines,
+    )
+    yield CounterMetricFamily(
+        "cdc_listener_invalidation_probes_missed",
+        "Probe invalidations that did not arrive within the probe's timeout",
+        value=m.probes_missed,
+    )

@@ -42,6 +42,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from redis.asyncio import Redis
@@ -76,10 +77,19 @@ def change_message(batch: Batch, with_lsn: bool) -> bytes:
 
 class ChangePublisher:
     """Publishes one message per applied batch, in order; counts (and logs) the ones that
-    failed. `close` waits for those still queued."""
+    failed. `close` waits for those still queued. `observer`, if given, is told of each
+    announced batch at once (the consistency sampler takes its keys from there)."""
 
-    def __init__(self, redis: Redis, channel: str, with_lsn: bool, backlog: int = 1000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        channel: str,
+        with_lsn: bool,
+        backlog: int = 1000,
+        observer: Callable[[Batch], None] | None = None,
+    ) -> None:
         self.redis = redis
+        self.observer = observer
         self.channel = channel
         self.with_lsn = with_lsn
         self.backlog = backlog
@@ -93,6 +103,8 @@ class ChangePublisher:
         """Queue the batch's message; it is sent soon, after those queued before it."""
         if not batch.touched:
             return
+        if self.observer is not None:
+            self.observer(batch)
         if len(self._queue) >= self.backlog:
             _, lsn = self._queue.popleft()
             self._failed(1, lsn, "backlog full")

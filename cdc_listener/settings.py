@@ -57,8 +57,24 @@ class ListenerSettings(CacheSettings):
     cdc_check_grace: float = Field(
         default=2.0,
         ge=0,
-        description="`check`: how long a differing key may take to be invalidated before it "
-        "counts as stale, s",
+        description="`check` and the sampler: how long a differing key may take to be "
+        "invalidated before it counts as stale, s",
+    )
+    cdc_sample_rate: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="consistency sampler: cached values compared with PostgreSQL per second "
+        "(0: off)",
+    )
+    cdc_sample_window: float = Field(
+        default=900.0, gt=0, description="consistency sampler: the window of the nines, s"
+    )
+    cdc_probe_interval: float = Field(
+        default=10.0,
+        ge=0,
+        description="time one invalidation end to end through the probe table this often, s "
+        "(0: off)",
     )
 
     metrics_port: int = Field(

@@ -18,8 +18,9 @@ over the slots:
   or spaces can neither move the hash tag nor act as a SCAN pattern;
 - ``catalogue:{names}`` the names of every model and material;
 - ``probe:{3}`` a row of the consistency probe table;
-- ``stats:price-requests`` counts price requests for warm-up, and ``cache:master`` names the
-  Redis master the listener last saw (neither is cache: flushes keep them).
+- ``stats:price-requests`` counts price requests for warm-up, ``stats:consistency`` holds
+  the listener's consistency figure and ``cache:master`` names the Redis master the
+  listener last saw (none is cache: flushes keep them).
 
 Companions of a value carry its name and a suffix: ``#fence`` (a counter every
 invalidation or refresh moves), ``#lease`` (one filler at a time), ``#version`` (the commit
@@ -216,6 +217,16 @@ class KeySchema:
         so warm-up can fill the most requested ones."""
         return f"{self.prefix}stats:price-requests"
 
+    def price_requests_halved(self) -> str:
+        """When the price request counts were last halved (Redis's clock, ms), so one API
+        process halves them once per half-life (api.demand). Not cache: a flush keeps it."""
+        return f"{self.prefix}stats:price-requests#halved"
+
+    def consistency(self) -> str:
+        """The listener's consistency figure (cdc_listener.sampler), JSON, for `/stats`.
+        Not cache: a flush keeps it."""
+        return f"{self.prefix}stats:consistency"
+
     def orders_pattern(self) -> str:
         """Every ``order:{id}`` key and its companions."""
         return f"{self.prefix}order:{{*"
@@ -248,7 +259,9 @@ class KeySchema:
             name.endswith("#pending")
             or name.startswith(f"{self.prefix}writes:")
             or name == self.price_requests()
+            or name == self.price_requests_halved()
             or name == self.master_mark()
+            or name == self.consistency()
         )
 
     def namespace_pattern(self) -> str:

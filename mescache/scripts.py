@@ -138,6 +138,33 @@ local least = redis.call('ZPOPMIN', KEYS[1])
 return redis.call('ZADD', KEYS[1], tonumber(least[2]) + 1, ARGV[1])
 """
 
+# KEYS = the counts' halving mark (the time it stands for, ms of Redis's clock); ARGV = the
+# half-life in ms. Claims the halvings due since the mark: returns how many (0: none due, or
+# no mark yet, which is then set), moving the mark by that many half-lives. One key, so one
+# process claims each halving whichever API process asks first.
+CLAIM_HALVINGS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = tonumber(redis.call('GET', KEYS[1]) or '')
+if not last then redis.call('SET', KEYS[1], string.format('%.0f', now)) return 0 end
+local n = math.floor((now - last) / tonumber(ARGV[1]))
+if n < 1 then return 0 end
+redis.call('SET', KEYS[1], string.format('%.0f', last + n * tonumber(ARGV[1])))
+return n
+"""
+
+# KEYS = a sorted set of request counts; ARGV = the factor, the least count kept. Scales
+# every count (old demand fades against new) and drops those fallen under the floor.
+SCALE_COUNTS = """
+local counts = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local factor = tonumber(ARGV[1])
+for i = 1, #counts, 2 do
+  redis.call('ZADD', KEYS[1], tonumber(counts[i + 1]) * factor, counts[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+return #counts / 2
+"""
+
 # Invalidations delete even on a full noeviction Redis (allow-oom); their keys are declared.
 _LISTENER = "#!lua flags=allow-oom\n"
 

@@ -26,6 +26,8 @@ def listener_settings(database_url: str, redis_url: str, **overrides: object) ->
         "cdc_standby_retry": 0.3,
         "cdc_status_interval": 0.2,
         "cdc_notify_poll": 0.5,
+        # The probe commits to cache_probe: tests that count changes must not see it.
+        "cdc_probe_interval": 0,
     }
     values.update(overrides)
     return ListenerSettings(**values)  # type: ignore[arg-type]
