@@ -26,7 +26,7 @@ from api.changes import change_feed
 from api.context import AppContext
 from api.keycache import KeyVerifier, Lookup
 from api.metrics import ApiMetrics
-from api.nearcache import NearCache
+from api.nearmode import near_cache
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
@@ -160,6 +160,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
         store = RedisStore(redis)
         bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
         feed = change_feed(cfg.redis_url, keys.changes_channel(), cfg.redis_timeout)
+        metrics = ApiMetrics(breaker)
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,
@@ -171,8 +172,8 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 lease=cfg.fill_lease,
                 wait=cfg.fill_wait,
                 single_flight=cfg.fill_single_flight,
-                near=NearCache(cfg.near_cache_min_bytes, cfg.near_cache_max_bytes),
-                metrics=ApiMetrics(breaker),
+                near=near_cache(cfg, keys, metrics.registry),
+                metrics=metrics,
             ),
             breaker=breaker,
             auth=KeyVerifier(
@@ -187,6 +188,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
         )
         provisioning: asyncio.Task[None] | None = None
         try:
+            await app.state.ctx.cache.near.start()
             provisioning = await _start_provisioning(pool, cfg)
             if cfg.warm_on_start:
                 await warm_before_serving(store, keys, pool, cfg)
