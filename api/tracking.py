@@ -134,6 +134,7 @@ class TrackingChannel:
         self.losses: dict[str, int] = {"lost": 0, "silent": 0}
         self.flushes = 0
         self.beats = 0
+        self.client_id: int | None = None  # the live subscriber's, on its Redis
         self._live = False
         self._proven_at = -math.inf
         self._beat_sent: float | None = None
@@ -147,7 +148,9 @@ class TrackingChannel:
     # -- what the near cache asks ---------------------------------------------------------
 
     def watch(self) -> Watch:
-        return Watch(self.store if self._live else None, self.gen, self._seq)
+        """A near read goes through the tracked client only while the channel is proven:
+        a silent channel's client may be as silent, the main one answers the check."""
+        return Watch(self.store if self.proven_now else None, self.gen, self._seq)
 
     def covers(self, watch: Watch, names: tuple[str, ...]) -> bool:
         """Whether a read sent under `watch` and answered now left Redis tracking `names`
@@ -237,6 +240,7 @@ class TrackingChannel:
         try:
             await conn.send_command("CLIENT", "ID")
             client_id = int(await conn.read_response())
+            self.client_id = client_id
             await conn.send_command("SUBSCRIBE", INVALIDATE_CHANNEL)
             reply = await conn.read_response()
             if not isinstance(reply, list) or reply[0] != b"subscribe":
