@@ -84,6 +84,31 @@ return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 Listener = Callable[[frozenset[str] | None], None]
 
 
+class MessageLog:
+    """The last `size` messages processed, numbered: whether any since a given number named
+    one of some keys (a flush names them all)."""
+
+    def __init__(self, size: int = _RECENT) -> None:
+        self.seq = 0  # messages processed so far
+        self._recent: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=size)
+
+    def note(self, names: frozenset[str] | None) -> None:
+        self.seq += 1
+        self._recent.append((self.seq, names))
+
+    def untouched_since(self, seq: int, names: tuple[str, ...]) -> bool:
+        """No message after number `seq` named one of `names` (False when some of them are
+        no longer remembered)."""
+        if seq == self.seq:
+            return True
+        if not self._recent or self._recent[0][0] > seq + 1:
+            return False
+        return not any(
+            number > seq and (changed is None or not changed.isdisjoint(names))
+            for number, changed in self._recent
+        )
+
+
 class ChannelEnded(Exception):
     """The subscription stopped delivering: silent, unsubscribed, or an unexpected reply."""
 
@@ -136,13 +161,13 @@ class TrackingChannel:
         self.beats = 0
         self.client_id: int | None = None  # the live subscriber's, on its Redis
         self._live = False
+        self._up = True  # no outage logged yet
         self._proven_at = -math.inf
         self._beat_sent: float | None = None
         self._beat_back = asyncio.Event()
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
-        self._seq = 0
-        self._recent: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=_RECENT)
+        self.log = MessageLog()
         self._task: asyncio.Task[None] | None = None
 
     # -- what the near cache asks ---------------------------------------------------------
@@ -150,21 +175,14 @@ class TrackingChannel:
     def watch(self) -> Watch:
         """A near read goes through the tracked client only while the channel is proven:
         a silent channel's client may be as silent, the main one answers the check."""
-        return Watch(self.store if self.proven_now else None, self.gen, self._seq)
+        return Watch(self.store if self.proven_now else None, self.gen, self.log.seq)
 
     def covers(self, watch: Watch, names: tuple[str, ...]) -> bool:
         """Whether a read sent under `watch` and answered now left Redis tracking `names`
         for this live generation with no change of them processed in between."""
         if watch.store is None or not self._live or watch.gen != self.gen:
             return False
-        if watch.seq == self._seq:
-            return True
-        if not self._recent or self._recent[0][0] > watch.seq + 1:
-            return False  # more messages since than remembered
-        for seq, changed in self._recent:
-            if seq > watch.seq and (changed is None or not changed.isdisjoint(names)):
-                return False
-        return True
+        return self.log.untouched_since(watch.seq, names)
 
     def proven(self, gen: int) -> bool:
         """Whether a copy marked under `gen` may be served without a round trip now."""
@@ -225,10 +243,12 @@ class TrackingChannel:
 
     def _lose(self, reason: str, exc: BaseException) -> None:
         self.losses[reason] += 1
-        log.warning(
-            "near-copy invalidation channel down, reads are checked",
-            extra={"reason": reason, "error": repr(exc)},
-        )
+        if self._up:  # once per outage, not once per attempt
+            self._up = False
+            log.warning(
+                "near-copy invalidation channel down, near hits are checked",
+                extra={"reason": reason, "error": repr(exc)},
+            )
         self._poke()
 
     async def _generation(self) -> None:
@@ -289,7 +309,6 @@ class TrackingChannel:
             self._received(message[2])
 
     def _received(self, data: Any) -> None:
-        self._seq += 1
         names: frozenset[str] | None
         if data is None:
             names = None
@@ -298,8 +317,11 @@ class TrackingChannel:
             names = frozenset(
                 (item.decode() if isinstance(item, bytes) else str(item)) for item in data
             )
-        self._recent.append((self._seq, names))
+        self.log.note(names)
         if names is not None and self.beat_key in names and self._beat_sent is not None:
+            if not self._up:
+                self._up = True
+                log.info("near-copy invalidation channel proven again, near hits tracked")
             self._proven_at = self._beat_sent
             self._beat_sent = None
             self._beat_back.set()
