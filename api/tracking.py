@@ -63,10 +63,9 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from mescache.redisconn import is_cluster, make_redis
-from mescache.store import REDIS_FAILURES, RedisStore
+from mescache.store import RedisStore
 
 log = logging.getLogger("api.tracking")
 
@@ -237,7 +236,7 @@ class TrackingChannel:
                 await self._generation()
             except ChannelEnded as exc:
                 self._lose("silent" if exc.reason == "silent" else "lost", exc)
-            except (*REDIS_FAILURES, OSError) as exc:
+            except Exception as exc:  # any fault: checked hits, then a new try
                 self._lose("lost", exc)
             await asyncio.sleep(self.retry)
 
@@ -254,10 +253,11 @@ class TrackingChannel:
     async def _generation(self) -> None:
         sub = make_redis(self.url, self.timeout, 1, resp2=True)
         tracked: Redis | None = None
-        conn = await sub.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        conn: AbstractConnection | None = None
         reader: asyncio.Task[None] | None = None
         beater: asyncio.Task[None] | None = None
         try:
+            conn = await sub.connection_pool.get_connection()  # type: ignore[no-untyped-call]
             await conn.send_command("CLIENT", "ID")
             client_id = int(await conn.read_response())
             self.client_id = client_id
@@ -291,12 +291,15 @@ class TrackingChannel:
                 if running is not None:
                     running.cancel()
                     await asyncio.wait([running])  # its outcome is this generation's end
-            with contextlib.suppress(RedisError, OSError):
-                await conn.disconnect()
-            with contextlib.suppress(RedisError, OSError):
+            # Closing a connection Redis already dropped may fail in many ways: none of them
+            # may keep the others open.
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect()
+            with contextlib.suppress(Exception):
                 await sub.aclose()
             if tracked is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(Exception):
                     await tracked.aclose()
 
     async def _read(self, conn: AbstractConnection) -> None:

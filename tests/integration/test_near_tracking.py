@@ -10,6 +10,7 @@ every wait is for an event with a bound that only guards against a hang.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from api.nearcache import NearCache, read_names
 from api.readthrough import Read, ReadThrough
 from api.tracking import TrackingChannel
 from devtools.faultproxy import FaultProxy
+from devtools.redisha import LocalSentinel
 from mescache.devstack import RedisServer
 from mescache.keys import CacheKey, KeySchema
 from mescache.redisconn import make_redis
@@ -353,3 +355,29 @@ async def test_the_app_serves_tracked_hits_and_exports_the_channels_series(
         assert 'orders_api_near_hits_total{mode="tracked"}' in metrics
         assert "orders_api_near_channel_proven" in metrics
         assert "orders_api_near_fallbacks_total" in metrics
+
+
+async def test_behind_sentinel_the_channel_follows_a_failover(
+    redis_sentinel: LocalSentinel,
+) -> None:
+    url = redis_sentinel.url
+    key = KEYS.dashboard()
+    async with tracked_process(url) as (api, channel):
+        await _tracked_copy(api, key)
+        first = channel.gen
+        promoted = await asyncio.to_thread(redis_sentinel.kill_master)
+        assert await channel.until(lambda: channel.proven_now and channel.gen > first, 30)
+        # The copy was tracked on the old master: checked on the new one before it is
+        # tracked again, and a change there reaches it.
+        await _until_tracked_after_misses(api, key)
+        promoted.call("DEL", key.name)
+        assert await _gone(channel, api.near, key)
+
+
+async def _until_tracked_after_misses(api: ReadThrough, key: CacheKey) -> None:
+    """Reads answered from PostgreSQL (a failover's dead connections) until one fills or
+    finds Redis's value, then until one is tracked."""
+    for _ in range(20):
+        if (await api.get(key, 60, _const(OLD))).hit:
+            break
+    await _until_tracked(api, key, OLD)
