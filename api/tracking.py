@@ -291,6 +291,8 @@ class TrackingChannel:
                 if running is not None:
                     running.cancel()
                     await asyncio.wait([running])  # its outcome is this generation's end
+                    if not running.cancelled():
+                        running.exception()  # seen: both may have failed at once
             # Closing a connection Redis already dropped may fail in many ways: none of them
             # may keep the others open.
             if conn is not None:

@@ -264,7 +264,10 @@ process waited for a core. Tracked mode runs with the API's defaults: a heartbea
 (fall-backs). Checked hits are stale for one round trip at most, as seen by Redis; both
 modes' tails here are the time a process waits for a core. The machine is shared and was
 loaded by other work during the run (load average several times its 2 cores): tails move
-from run to run.
+from run to run, and whole-machine freezes of a few hundred milliseconds (two idle
+processes seen stalling at the same moments) land in whichever row runs then.
+`NEAR_TRACKING_BOUND` caps how long a tracked hit may decide on a copy whose change
+message has not been processed; a smaller bound trades tail for fall-backs.
 """
     paced, flat = figures["paced", "tracked"], figures["flat out", "tracked"]
     why = (
