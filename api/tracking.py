@@ -38,9 +38,12 @@ The races of a copy's own read, and how each is closed:
   messages processed so far); its copy is marked tracked only if no message processed since
   then names one of its keys, or was a flush (`covers`). Otherwise the copy is kept
   unmarked: its next read is a checked one.
-- A copy read under generation g is served unchecked only while generation g is the live,
-  proven one: one read before a reconnect, or through the main client (a fill), is checked
-  on its next read, and that check, sent through the tracked client, marks it again.
+- A read goes through the tracked client, and may mark its copy, only while the channel is
+  proven (a silent channel's client may be as silent: the main client answers the check
+  then, and marks nothing). A copy marked under generation g is served unchecked only
+  while g is the live, proven generation: one kept before a reconnect, before the first
+  heartbeat of a generation came back, or through the main client (a fill), is checked on
+  its next read, and that check, sent through the tracked client, marks it again.
 
 Redis Cluster is not covered: tracking there needs one redirect connection per node and
 the channel is not built (near copies stay checked). Sentinel is: both clients connect to
