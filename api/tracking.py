@@ -344,13 +344,16 @@ class TrackingChannel:
             self._beat_sent = self.clock()
             await beat(keys=[self.beat_key], args=[ident, _BEAT_TTL_MS])
             self.beats += 1
+            # asyncio.timeout, not wait_for: no task per wait, a hundred times a second.
             try:
-                await asyncio.wait_for(self._beat_back.wait(), self.silent_after)
+                async with asyncio.timeout(self.silent_after):
+                    await self._beat_back.wait()
             except TimeoutError:
                 raise ChannelEnded("silent") from None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.beat)
+                async with asyncio.timeout(self.beat):
+                    await self._wake.wait()
 
     def _poke(self) -> None:
         self._progress.set()
