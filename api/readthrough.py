@@ -6,7 +6,8 @@
   PostgreSQL themselves without storing.
 - The fill stores only if no invalidation moved the key's fence since before the SELECT
   (mescache.store), so a reader can never put back a row the listener just invalidated.
-- Any Redis failure trips the breaker and the read is served from PostgreSQL.
+- Any Redis failure trips the breaker and the read is served from PostgreSQL (tracked
+  near hits aside, below).
 - Large values (the dashboard, big status pages) are also kept in process (api.nearcache):
   a hit then asks Redis only whether the value's fence token still stands and sends the
   value again only if it moved, instead of moving the whole body on every request. A near
@@ -16,6 +17,9 @@
   read that arrives meanwhile waits for the next, sent once the first returns. A read thus
   always gets the answer of a check sent after it arrived, as if it had sent its own, and a
   burst of N reads costs two round trips instead of N.
+- With ``NEAR_CACHE=tracked`` a near copy the proven invalidation channel vouches for is
+  served with no round trip, before the breaker is asked: the channel's heartbeat is its
+  own proof that Redis answers (api.tracking says why and for how long that is exact).
 
 Hits, misses, fills and the SELECTs they cost are counted in api.metrics (hits and misses
 also feed /stats and the dashboard's hit ratio).
