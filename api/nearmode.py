@@ -76,8 +76,8 @@ class NearSeries(Collector):
             " silent (a heartbeat did not come back)",
             labels=["reason"],
         )
-        for reason, count in (channel.losses if channel is not None else {}).items():
-            losses.add_metric([reason], count)
+        for reason in ("lost", "silent"):  # 0 in checked mode: the series always exist
+            losses.add_metric([reason], channel.losses[reason] if channel is not None else 0)
         yield losses
         yield CounterMetricFamily(
             "orders_api_near_flushes",
