@@ -67,6 +67,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from mescache.errors import CacheLayerError
 from mescache.redisconn import is_cluster, make_redis
 from mescache.store import RedisStore
 
@@ -111,8 +112,9 @@ class MessageLog:
         )
 
 
-class ChannelEnded(Exception):
-    """The subscription stopped delivering: silent, unsubscribed, or an unexpected reply."""
+class ChannelEnded(CacheLayerError):
+    """The subscription stopped delivering: silent, unsubscribed, or an unexpected reply
+    (retryable: the channel is rebuilt, near hits are checked meanwhile)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
