@@ -26,7 +26,7 @@ from api.breaker import RedisBreaker
 from api.context import AppContext
 from api.feed import change_feed
 from api.metrics import ApiMetrics
-from api.nearcache import NearCache
+from api.nearmode import near_cache
 from api.owners import OrderOwners, owner_lookup
 from api.readthrough import ReadThrough
 from api.routes import router
@@ -166,6 +166,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
             cfg.redis_timeout,
             OrderOwners(owner_lookup(pool)),
         )
+        metrics = ApiMetrics(breaker)
         app.state.ctx = AppContext(
             settings=cfg,
             pool=pool,
@@ -177,8 +178,8 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 lease=cfg.fill_lease,
                 wait=cfg.fill_wait,
                 single_flight=cfg.fill_single_flight,
-                near=NearCache(cfg.near_cache_min_bytes, cfg.near_cache_max_bytes),
-                metrics=ApiMetrics(breaker),
+                near=near_cache(cfg, keys, metrics.registry),
+                metrics=metrics,
             ),
             breaker=breaker,
             auth=KeyVerifier(
@@ -196,6 +197,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
         )
         provisioning: asyncio.Task[None] | None = None
         try:
+            await app.state.ctx.cache.near.start()
             provisioning = await _start_provisioning(pool, cfg)
             if cfg.warm_on_start:
                 await warm_before_serving(store, keys, pool, cfg)

@@ -15,13 +15,26 @@ than a fence's, so an expired fence cannot bring an old token back while the cop
 Two fills under one token (a lease that expired under a slow filler) may each leave their
 own copy; both were read from PostgreSQL after the last invalidation, and the next
 invalidation drops both.
+
+Tracked hits (``NEAR_CACHE=tracked``, api.tracking): with an invalidation channel, a copy
+whose last read went through the channel's tracked client is marked with the channel's
+generation and served with no round trip at all while that generation is proven; a
+message naming one of the keys its read touched (value, fences, token) drops it, a flush
+drops every copy. Unmarked copies, or any copy while the channel is not proven, take the
+checked path above.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mescache.keys import CacheKey
+
+if TYPE_CHECKING:
+    from api.tracking import TrackingChannel, Watch
 
 _WANTED_NAMES = 4096  # names of values seen large without a token, remembered at most
 
@@ -33,16 +46,40 @@ class NearEntry:
     token: bytes
     body: bytes
     deadline: float  # time.monotonic() deadline
+    gen: int = 0  # the channel generation that tracks it; 0: served only checked
+    names: tuple[str, ...] = field(default=())  # the Redis keys its validity rests on
+
+
+def read_names(key: CacheKey) -> tuple[str, ...]:
+    """The keys the read script reads for `key` (mescache.store ``read``): the ones Redis
+    tracks for a copy read through the tracked client."""
+    return (key.name, *key.fences, *((key.token,) if key.token else ()))
+
+
+@dataclass(slots=True)
+class NearCounts:
+    """Near hits by how they were answered, and tracked copies that had to be checked."""
+
+    tracked: int = 0
+    checked: int = 0
+    fallbacks: int = 0
 
 
 class NearCache:
     """Large values kept in process, within `max_bytes` (0 disables it)."""
 
-    def __init__(self, min_bytes: int, max_bytes: int) -> None:
+    def __init__(
+        self, min_bytes: int, max_bytes: int, channel: TrackingChannel | None = None
+    ) -> None:
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
         self.size = 0
+        self.channel = channel
+        self.counts = NearCounts()
         self._entries: OrderedDict[str, NearEntry] = OrderedDict()
+        self._by_key: dict[str, set[str]] = {}  # a tracked Redis key: the copies resting on it
+        if channel is not None:
+            channel.listener = self.invalidated
         # Keys whose value was seen large through a plain GET (which carries no token):
         # their next read asks Redis for the token too, so they can be kept.
         self._wanted: OrderedDict[str, None] = OrderedDict()
@@ -54,6 +91,14 @@ class NearCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    async def start(self) -> None:
+        if self.channel is not None:
+            await self.channel.start()
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
 
     def wants(self, name: str) -> bool:
         """Whether reads of this key should go through the validating script."""
@@ -78,27 +123,96 @@ class NearCache:
         self._entries.move_to_end(name)
         return entry
 
-    def confirm(self, name: str, pttl_ms: int) -> None:
-        """Redis confirmed the token: the entry lives no longer than Redis's copy."""
+    def tracked_hit(self, name: str) -> bytes | None:
+        """The body of a copy the proven channel tracks (no round trip), or None: then the
+        read takes the checked path."""
+        if self.channel is None:
+            return None
+        entry = self._entries.get(name)
+        if entry is None or not entry.gen:
+            return None
+        if not self.channel.proven(entry.gen):
+            self.counts.fallbacks += 1
+            return None
+        entry = self.lookup(name)
+        if entry is None:
+            return None
+        self.counts.tracked += 1
+        return entry.body
+
+    def watch(self) -> Watch | None:
+        """Taken before a near read is sent (api.tracking): where to send it, and what
+        decides whether its answer may be marked tracked."""
+        return self.channel.watch() if self.channel is not None else None
+
+    def confirm(
+        self, name: str, pttl_ms: int, *, watch: Watch | None = None, names: tuple[str, ...] = ()
+    ) -> None:
+        """Redis confirmed the token: the entry lives no longer than Redis's copy (and is
+        tracked, if the read went through the channel and nothing it read changed since)."""
         entry = self._entries.get(name)
         if entry is not None:
+            self.counts.checked += 1
             entry.deadline = min(entry.deadline, time.monotonic() + pttl_ms / 1000)
+            self._mark(name, entry, watch, names)
 
-    def keep(self, name: str, token: bytes, body: bytes, deadline: float) -> None:
+    def keep(
+        self,
+        name: str,
+        token: bytes,
+        body: bytes,
+        deadline: float,
+        *,
+        watch: Watch | None = None,
+        names: tuple[str, ...] = (),
+    ) -> None:
         """Keep a value Redis held under `token` until `deadline` (monotonic), if it is large
         enough and fits."""
         self.drop(name)
         if not token or not self.enabled or not self.min_bytes <= len(body) <= self.max_bytes:
             return
         self._wanted.pop(name, None)
-        self._entries[name] = NearEntry(token, body, deadline)
+        entry = NearEntry(token, body, deadline)
+        self._entries[name] = entry
         self.size += len(body)
+        self._mark(name, entry, watch, names)
         while self.size > self.max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self.size -= len(evicted.body)
+            self.drop(next(iter(self._entries)))
+
+    def _mark(
+        self, name: str, entry: NearEntry, watch: Watch | None, names: tuple[str, ...]
+    ) -> None:
+        self._unindex(name, entry)
+        if self.channel is None or watch is None or not self.channel.covers(watch, names):
+            entry.gen = 0
+            return
+        entry.gen = watch.gen
+        entry.names = names
+        for key in names:
+            self._by_key.setdefault(key, set()).add(name)
+
+    def invalidated(self, names: frozenset[str] | None) -> None:
+        """The channel's message: these Redis keys changed (None: a flush, all of them)."""
+        if names is None:
+            for name in list(self._entries):
+                self.drop(name)
+            return
+        for key in names:
+            for name in list(self._by_key.get(key, ())):
+                self.drop(name)
 
     def drop(self, name: str) -> None:
         """Forget the copy of one key, if any."""
         entry = self._entries.pop(name, None)
         if entry is not None:
             self.size -= len(entry.body)
+            self._unindex(name, entry)
+
+    def _unindex(self, name: str, entry: NearEntry) -> None:
+        for key in entry.names:
+            copies = self._by_key.get(key)
+            if copies is not None:
+                copies.discard(name)
+                if not copies:
+                    del self._by_key[key]
+        entry.names = ()

@@ -6,15 +6,20 @@
   PostgreSQL themselves without storing.
 - The fill stores only if no invalidation moved the key's fence since before the SELECT
   (mescache.store), so a reader can never put back a row the listener just invalidated.
-- Any Redis failure trips the breaker and the read is served from PostgreSQL.
+- Any Redis failure trips the breaker and the read is served from PostgreSQL (tracked
+  near hits aside, below).
 - Large values (the dashboard, big status pages) are also kept in process (api.nearcache):
   a hit then asks Redis only whether the value's fence token still stands and sends the
   value again only if it moved, instead of moving the whole body on every request. A near
-  copy is never served without that check (see api.nearcache for why it is exact).
+  copy is never served without that check (see api.nearcache for why it is exact), but
+  for the tracked hits below.
 - Concurrent reads of one near-kept key share checks: one is in flight per key, and every
   read that arrives meanwhile waits for the next, sent once the first returns. A read thus
   always gets the answer of a check sent after it arrived, as if it had sent its own, and a
   burst of N reads costs two round trips instead of N.
+- With ``NEAR_CACHE=tracked`` a near copy the proven invalidation channel vouches for is
+  served with no round trip, before the breaker is asked: the channel's heartbeat is its
+  own proof that Redis answers (api.tracking says why and for how long that is exact).
 
 Hits, misses, fills and the SELECTs they cost are counted in api.metrics (hits and misses
 also feed /stats and the dashboard's hit ratio).
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from api.breaker import RedisBreaker
 from api.demand import Demand
 from api.metrics import ApiMetrics
-from api.nearcache import NearCache
+from api.nearcache import NearCache, read_names
 from mescache.keys import CacheKey
 from mescache.store import FENCE_TTL_MS, REDIS_FAILURES, Counter, FillTicket, RedisStore
 
@@ -114,12 +119,16 @@ class ReadThrough:
     async def close(self) -> None:
         """Send the counts still pending (before the Redis client closes)."""
         await self.demand.close()
+        await self.near.close()
 
     async def _load(self, load: Loader) -> bytes:
         self.metrics.db_reads += 1
         return await load()
 
     async def _get(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+        tracked = self.near.tracked_hit(key.name)  # a copy the proven channel vouches for
+        if tracked is not None:
+            return Read(tracked, hit=True)
         if not self.breaker.allow():
             return Read(await self._load(load), hit=False)
         try:
@@ -167,16 +176,19 @@ class ReadThrough:
 
     async def _near_check(self, key: CacheKey) -> bytes | None:
         entry = self.near.lookup(key.name)
+        watch, names = self.near.watch(), read_names(key)  # tracked mode: api.tracking
+        store = watch.store if watch is not None and watch.store is not None else self.store
         started = time.monotonic()
-        reply = await self.store.read(key, entry.token if entry else b"")
+        reply = await store.read(key, entry.token if entry else b"")
         if entry is not None and reply.unchanged:
-            self.near.confirm(key.name, reply.pttl_ms)
+            self.near.confirm(key.name, reply.pttl_ms, watch=watch, names=names)
             return entry.body
         if reply.value is None:
             self.near.drop(key.name)
             return None
         if 0 < reply.pttl_ms <= FENCE_TTL_MS:
-            self.near.keep(key.name, reply.token, reply.value, started + reply.pttl_ms / 1000)
+            deadline = started + reply.pttl_ms / 1000
+            self.near.keep(key.name, reply.token, reply.value, deadline, watch=watch, names=names)
         else:
             self.near.drop(key.name)
         return reply.value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,6 +53,26 @@ class ApiSettings(CacheSettings):
         ge=0,
         description="bytes of such values kept per process at most, least recently used "
         "out first; 0 keeps none",
+    )
+    near_cache: Literal["checked", "tracked"] = Field(
+        default="checked",
+        description="checked: every near hit asks Redis whether the copy's token stands (a "
+        "round trip, exact); tracked: Redis reports changes of the keys a process read "
+        "(CLIENT TRACKING) and near hits make no round trip while a heartbeat proves that "
+        "channel, at most NEAR_TRACKING_BOUND old (api.tracking); checked on a cluster",
+    )
+    near_tracking_bound: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="tracked: a near hit makes no round trip only if a heartbeat came back "
+        "through the channel that started at most this long ago, s (the staleness bound)",
+    )
+    near_tracking_beat: float = Field(
+        default=0.01,
+        gt=0,
+        le=10,
+        description="tracked: the pause between heartbeats, s (one round trip each)",
     )
     api_workers: int = Field(
         default=1,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import catch_up, gap_checker, lag, memory, offload, read_path
+from bench import catch_up, gap_checker, lag, memory, near_staleness, offload, read_path
 from bench.load import have_wrk
 from bench.report import Section, render
 from bench.stack import Stack, machine, private_stack
@@ -26,6 +26,7 @@ FIGURES: dict[str, Callable[[Stack, bool], Section]] = {
     "catch_up": catch_up.run,
     "memory": memory.run,
     "gap": gap_checker.run,
+    "near_staleness": near_staleness.run,
 }
 
 INTRO = """

@@ -212,6 +212,10 @@ class KeySchema:
         keeps it."""
         return f"{self.prefix}cache:master"
 
+    def near_beat(self, process: str) -> str:
+        """An API process's heartbeat through its near-copy invalidation channel."""
+        return f"{self.prefix}cache:near-beat:{process}"
+
     def price_requests(self) -> str:
         """A sorted set counting requests per price (members ``{model}:{material}:{params}``)
         so warm-up can fill the most requested ones."""

@@ -136,9 +136,10 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def make_redis(url: str, timeout: float, max_connections: int) -> Redis:
-    """A client whose calls fail fast: the caller decides what a failure means."""
-    return _client(parse_redis_url(url), timeout, max_connections, {})
+def make_redis(url: str, timeout: float, max_connections: int, *, resp2: bool = False) -> Redis:
+    """A client whose calls fail fast: the caller decides what a failure means. `resp2`:
+    speak RESP2 (a subscriber that reads messages as replies, CLIENT TRACKING's redirect)."""
+    return _client(parse_redis_url(url), timeout, max_connections, {"protocol": 2} if resp2 else {})
 
 
 def make_subscriber(url: str, connect_timeout: float) -> Redis:
