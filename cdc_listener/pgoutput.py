@@ -16,173 +16,61 @@ text (with column names) is :func:`row_as_text`'s job, because only the caller k
 Only the message types of protocol version 1 are known. Streaming (v2), two-phase (v3) and
 logical decoding messages (``'M'``, sent only when the ``messages`` option is on) are rejected as
 unknown, which is what we want: we never ask for them, so receiving one means a misconfiguration.
+
+The message classes live in :mod:`cdc_listener.pgoutput_messages` and are re-exported here. This
+module is also the source of the listener's compiled decoder (mypyc, :mod:`cdc_listener.decoder`):
+the same code, compiled, and tested against this one as its reference.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias, final
+from typing import Final
 
 from cdc_listener.errors import DecodeError
+from cdc_listener.pgoutput_messages import (
+    UNCHANGED,
+    Begin,
+    Column,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Origin,
+    Relation,
+    Row,
+    Truncate,
+    TypeInfo,
+    Unchanged,
+    Update,
+    Value,
+)
 
+__all__ = [
+    "UNCHANGED",
+    "Begin",
+    "Column",
+    "Commit",
+    "Delete",
+    "Insert",
+    "Message",
+    "Origin",
+    "Relation",
+    "Row",
+    "Truncate",
+    "TypeInfo",
+    "Unchanged",
+    "Update",
+    "Value",
+    "decode",
+    "row_as_text",
+]
 
-@final
-class Unchanged:
-    """A TOASTed value the server did not send because the change left it alone.
-
-    The one instance is :data:`UNCHANGED` (compare with ``is``); the caller keeps its old value.
-    """
-
-    __slots__ = ()
-    _instance: ClassVar[Unchanged | None] = None
-
-    def __new__(cls) -> Unchanged:
-        # A second instance would make `value is UNCHANGED` silently false.
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-    def __reduce__(self) -> str:
-        # Pickling and copying must hand back the singleton, not a fresh object.
-        return "UNCHANGED"
-
-
-UNCHANGED: Final = Unchanged()
-
-Value: TypeAlias = bytes | Unchanged | None
-"""One column of a tuple: bytes as sent ('t' text, or 'b' binary), None for SQL NULL ('n'),
-:data:`UNCHANGED` for an unchanged TOASTed value that was not sent ('u')."""
-
-Row: TypeAlias = tuple[Value, ...]
-"""All columns of one tuple, in the order of the relation's columns."""
 
 # Relation.replica_identity: default (primary key), nothing, full, index.
 _REPLICA_IDENTITIES: Final = frozenset("dnfi")
 
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    """'B': a transaction starts; its changes follow, then its :class:`Commit`."""
-
-    final_lsn: int
-    commit_time: int
-    xid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """'C': the transaction is committed; ``end_lsn`` is where the next one may start."""
-
-    flags: int
-    commit_lsn: int
-    end_lsn: int
-    commit_time: int
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """'O': the transaction was replayed from the named replication origin."""
-
-    commit_lsn: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One column of a :class:`Relation`; ``flags`` bit 1 marks a replica identity column."""
-
-    flags: int
-    name: str
-    type_oid: int
-    type_modifier: int
-
-    @property
-    def is_key(self) -> bool:
-        """Whether the column is part of the replica identity (the key sent in 'K' tuples)."""
-        return bool(self.flags & 1)
-
-
-@dataclass(frozen=True, slots=True)
-class Relation:
-    """'R': a table's shape; sent before its first change in a stream and again after DDL.
-
-    ``replica_identity`` is ``d`` (default), ``n`` (nothing), ``f`` (full) or ``i`` (index).
-    With ``f`` the server flags every column as a key column.
-    """
-
-    oid: int
-    namespace: str
-    name: str
-    replica_identity: str
-    columns: tuple[Column, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TypeInfo:
-    """'Y': names a non-built-in type (an enum, a domain...) used by a following relation."""
-
-    oid: int
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Insert:
-    """'I': a new row."""
-
-    relation_oid: int
-    new: Row
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """'U': a changed row; ``old`` and ``old_kind`` are None unless the server sent an old row.
-
-    ``old_kind`` ``'O'`` is the whole old row (REPLICA IDENTITY FULL); ``'K'`` the old key, sent
-    when it changed: every column, but non-key ones are None without being NULL.
-    """
-
-    relation_oid: int
-    old: Row | None
-    old_kind: str | None
-    new: Row
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """'D': a removed row: its whole row (``old_kind`` ``'O'``) or key (``'K'``, as in Update)."""
-
-    relation_oid: int
-    old: Row
-    old_kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class Truncate:
-    """'T': the tables were emptied; ``options`` bit 1 is CASCADE, bit 2 RESTART IDENTITY."""
-
-    options: int
-    relation_oids: tuple[int, ...]
-
-    @property
-    def cascade(self) -> bool:
-        """Whether TRUNCATE ... CASCADE was used."""
-        return bool(self.options & 1)
-
-    @property
-    def restart_identity(self) -> bool:
-        """Whether TRUNCATE ... RESTART IDENTITY was used."""
-        return bool(self.options & 2)
-
-
-Message: TypeAlias = (
-    Begin | Commit | Origin | Relation | TypeInfo | Insert | Update | Delete | Truncate
-)
 
 _BEGIN: Final = struct.Struct(">QqI")
 _COMMIT: Final = struct.Struct(">BQQq")
