@@ -77,8 +77,6 @@ _COMMIT: Final = struct.Struct(">BQQq")
 _LSN: Final = struct.Struct(">Q")
 _U32: Final = struct.Struct(">I")
 _U16: Final = struct.Struct(">H")
-# Bound once: the tuple loop calls this per value and an attribute lookup there shows.
-_unpack_u32: Final = _U32.unpack_from
 _OID_TAG: Final = struct.Struct(">IB")
 _RELATION_TAIL: Final = struct.Struct(">BH")
 _COLUMN_TAIL: Final = struct.Struct(">Ii")
@@ -111,23 +109,27 @@ def _tuple(data: bytes, pos: int) -> tuple[Row, int]:
     (count,) = _U16.unpack_from(data, pos)
     pos += 2
     values: list[Value] = []
-    append = values.append
-    unpack_u32 = _unpack_u32
-    # The listener's hot loop. The end of the buffer is checked once, after it: a slice
-    # past the end only comes up short, it never reads beyond the buffer. Any failure walks
-    # the tuple again, checking each value, so the error names the value at fault.
+    # The listener's hot loop, written for its compiled build (mypyc, cdc_listener.decoder):
+    # there bytes indexing, shifts and list.append are native operations, four times fewer
+    # instructions per value than struct calls through a bound method (which CPython alone
+    # runs about a fifth faster). The end of the buffer is checked once, after the loop: a
+    # slice past the end only comes up short, it never reads beyond the buffer. Any failure
+    # walks the tuple again, checking each value, so the error names the value at fault.
     try:
         for _ in range(count):
             kind = data[pos]
             if kind == _TEXT or kind == _BINARY:  # noqa: PLR1714, SIM109  # cheaper than `in`
                 start = pos + 5
-                pos = start + unpack_u32(data, pos + 1)[0]
-                append(data[start:pos])
+                size = (
+                    data[pos + 1] << 24 | data[pos + 2] << 16 | data[pos + 3] << 8 | data[pos + 4]
+                )
+                pos = start + size
+                values.append(data[start:pos])
             elif kind == _NULL:
-                append(None)
+                values.append(None)
                 pos += 1
             elif kind == _TOAST:
-                append(UNCHANGED)
+                values.append(UNCHANGED)
                 pos += 1
             else:
                 raise DecodeError(f"unknown tuple value kind {chr(kind)!r} at offset {pos}")
@@ -149,7 +151,7 @@ def _walk_strictly(data: bytes, pos: int) -> None:
         for _ in range(count):
             kind = data[pos]
             if kind in _SIZED:
-                (size,) = _unpack_u32(data, pos + 1)
+                (size,) = _U32.unpack_from(data, pos + 1)
                 start = pos + 5
                 pos = start + size
                 if pos > end:
