@@ -42,6 +42,8 @@ from cdc_listener.replication import (
     pg_now,
     pg_time_to_unix,
     standby_status,
+    xlog_payload,
+    xlog_send_time,
 )
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import (
@@ -265,11 +267,15 @@ class LogicalSource:
                 if data is None:
                     continue
             heard = True
-            frame = parse_copy_data(data)
-            if type(frame) is Keepalive:
-                await self._keepalive(frame)
-                continue
-            message = decode(frame.payload)  # type: ignore[union-attr]
+            payload = xlog_payload(data)
+            if payload is None:
+                frame = parse_copy_data(data)  # a keepalive, an odd view, or it raises
+                if isinstance(frame, Keepalive):
+                    await self._keepalive(frame)
+                    continue
+                payload = frame.payload
+                data = memoryview(data.tobytes())  # an odd view: its send time read as bytes
+            message = decode(payload)
             kind = type(message)
             if kind in _ROW_CHANGES:
                 if self._txn is None:
@@ -278,7 +284,7 @@ class LogicalSource:
             elif kind is Begin:
                 self._txn = _Transaction()
             elif kind is Commit:
-                await self._commit(message, frame.send_time)  # type: ignore[arg-type]
+                await self._commit(message, xlog_send_time(data))  # type: ignore[arg-type]
             elif kind is Relation:
                 self._relations.remember(message)  # type: ignore[arg-type]
         # Stopping: a transaction cut short is dropped (the server resends it); what was
