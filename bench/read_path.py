@@ -65,7 +65,7 @@ def start_reference(
         ["bench.reference_apps", kind],
         {"BENCH_BODY_FILE": str(body_file), "PORT": str(port), "WORKERS": str(workers)},
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded machine can take a minute to start it
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
