@@ -38,7 +38,8 @@ unit: $(STAMP)
 # Mutation testing of the pure modules against the unit suite (mutmut; docs/MUTATION.md),
 # one module at a time, each mutant against only the unit tests that reach its function.
 # MUTATE=mescache.rules for one module; fails under MUTATION_MIN percent killed overall.
-MUTATE ?= cdc_listener.pgoutput cdc_listener.replication mescache.keys mescache.mesh \
+MUTATE ?= cdc_listener.pgoutput cdc_listener.pgoutput_messages cdc_listener.replication \
+	mescache.keys mescache.mesh \
 	mescache.pricing mescache.rules
 MUTATION_JOBS ?= 2
 MUTATION_MIN ?= 95
