@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit mutation browser promtool screenshot bench soak clean
+.PHONY: install decoder run test lint typecheck unit mutation browser promtool screenshot bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) decoder
 
-run: $(STAMP)
+# The listener's pgoutput decoder compiled by mypyc (devtools/build_decoder.py), rebuilt when its
+# source changed; without a C compiler it says so and the listener runs the pure decoder.
+decoder: $(STAMP)
+	$(BIN)/python -m devtools.build_decoder
+
+run: $(STAMP) decoder
 	$(BIN)/python -m devtools.devstack run $(if $(DEMO),--demo,)
 
 lint: $(STAMP)
@@ -33,7 +38,8 @@ unit: $(STAMP)
 # Mutation testing of the pure modules against the unit suite (mutmut; docs/MUTATION.md),
 # one module at a time, each mutant against only the unit tests that reach its function.
 # MUTATE=mescache.rules for one module; fails under MUTATION_MIN percent killed overall.
-MUTATE ?= cdc_listener.pgoutput cdc_listener.replication mescache.keys mescache.mesh \
+MUTATE ?= cdc_listener.pgoutput cdc_listener.pgoutput_messages cdc_listener.replication \
+	mescache.keys mescache.mesh \
 	mescache.pricing mescache.rules
 MUTATION_JOBS ?= 2
 MUTATION_MIN ?= 95
@@ -44,7 +50,7 @@ mutation: $(STAMP)
 	done
 	$(BIN)/mutmut results --all true | $(BIN)/python -m tests.mutation_score --min $(MUTATION_MIN)
 
-test: lint typecheck browser promtool
+test: lint typecheck browser promtool decoder
 	$(BIN)/pytest
 
 # The dashboard's browser test drives Debian's chromium through chromedriver. Installed here
@@ -84,7 +90,7 @@ screenshot: $(STAMP) browser
 
 # Rewrites BENCHMARKS.md; QUICK=1 for a smoke run. Load comes from wrk (Debian's package),
 # installed here when missing and we are root.
-bench: $(STAMP)
+bench: $(STAMP) decoder
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
 		|| { echo "bench: needs wrk (apt-get install wrk)"; exit 1; }
 	QUICK=$(QUICK) $(BIN)/python -m bench.run

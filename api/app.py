@@ -31,7 +31,7 @@ from api.owners import OrderOwners, owner_lookup
 from api.readthrough import ReadThrough
 from api.routes import router
 from api.settings import ApiSettings
-from mescache import heap, reads
+from mescache import heap
 from mescache.db import Pool, make_pool
 from mescache.durability import require_durable
 from mescache.keys import KeySchema
@@ -159,7 +159,6 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
             cfg.redis_retry_after, on_failure=lambda: _drop_idle_connections(redis, dropping)
         )
         store = RedisStore(redis)
-        bare = await reads.dashboard_json(pool) if cfg.api_bench_routes else None
         feed = change_feed(
             cfg.redis_url,
             keys.changes_channel(),
@@ -189,7 +188,6 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
                 max_lookups=cfg.auth_max_lookups,
             ),
             pending=pending,
-            bare_dashboard=bare,
             feed=feed,
         )
         app.state.ctx.cache.demand.halve_every(

@@ -32,8 +32,6 @@ class AppContext:
     auth: KeyVerifier
     feed: ChangeFeed
     pending: PendingWrites | None = None  # set in write-behind mode
-    # The dashboard's bytes captured at start-up, served by the bench-only bare route.
-    bare_dashboard: bytes | None = None
 
     @property
     def metrics(self) -> ApiMetrics:

@@ -203,16 +203,6 @@ async def dashboard(ctx: Ctx) -> Response:
     return _json(read.body, read.hit)
 
 
-@router.get("/bench/dashboard-bare", dependencies=operator_only, include_in_schema=False)
-async def dashboard_bare(ctx: Ctx) -> Response:
-    """The dashboard's bytes captured at start-up, served from memory through the same
-    dependencies as the real route: the ceiling a cache hit is measured against. Exists
-    only with API_BENCH_ROUTES (bench/)."""
-    if ctx.bare_dashboard is None:
-        raise HTTPException(404, "Not Found")
-    return _json(ctx.bare_dashboard, hit=True)
-
-
 @router.get(
     "/orders/new",
     dependencies=operator_only,

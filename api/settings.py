@@ -104,11 +104,6 @@ class ApiSettings(CacheSettings):
     api_access_log: bool = Field(
         default=False, description="log every request (costs a share of a cache hit's time)"
     )
-    api_bench_routes: bool = Field(
-        default=False,
-        description="serve GET /bench/dashboard-bare: the dashboard bytes captured at "
-        "start-up, through the same dependencies, the framework's ceiling for a hit",
-    )
     warm_on_start: bool = Field(
         default=False, description="fill the hot keys before serving (see cdc-listener warm)"
     )

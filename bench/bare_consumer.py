@@ -25,7 +25,7 @@ _STATUS_EVERY = 0.05  # s, while data keeps coming
 
 
 async def consume(url: str, slot: str, end: int | None) -> list[tuple[int, float]]:
-    stream = await ReplicationStream.connect(url)
+    stream = await ReplicationStream.connect(url, "bench_bare", 30.0)
     await stream.start(slot, "orders_cache")
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

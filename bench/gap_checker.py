@@ -30,7 +30,7 @@ SLOT = "gap_checker"
 async def check(url: str, commits: int) -> tuple[int, int]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [SLOT])
-    stream = await ReplicationStream.connect(url)
+    stream = await ReplicationStream.connect(url, "bench_gap", 30.0)
     await stream.start(SLOT, "orders_cache")
     reader = await psycopg.AsyncConnection.connect(url, autocommit=True)
     done = threading.Event()

@@ -123,6 +123,7 @@ def run(stack: Stack, quick: bool) -> Section:
         ]
     ]
     p99s: dict[int, float] = {}
+    floor_ratios: dict[int, float] = {}
     try:
         wait_slot_active(stack.database_url, "orders_cache", listener)
         first_id = 1
@@ -132,6 +133,7 @@ def run(stack: Stack, quick: bool) -> Section:
             lp50, lp99, lmax = _stats(lags)
             fp50, fp99, fmax = _stats(floors)
             p99s[per_second] = lp99
+            floor_ratios[per_second] = lp99 / fp99
             rows.append(
                 [
                     label,
@@ -161,6 +163,11 @@ consumer's own wake-up.
         "The machine's own floor (the bare consumer's p99 in the same step) is in the "
         "table: on a loaded 2-core machine the scheduler's delays dominate the tail."
     )
+    floor_why = (
+        "Past the floor the listener's own work per commit (decoding, the rule, the Redis "
+        "round trip and the confirmation) is on the path; at the most sustained rate it "
+        "shares two cores with the writers, PostgreSQL, Redis and the bare consumer."
+    )
     return Section(
         title="3. Invalidation lag",
         module="bench/lag.py",
@@ -169,5 +176,18 @@ consumer's own wake-up.
         targets=[
             Target("p99 ≤ 2 ms at 200 commits/s", f"{ms(p99s[200])} ms", p99s[200] <= 2, why),
             Target("p99 ≤ 10 ms at 1,000 commits/s", f"{ms(p99s[1000])} ms", p99s[1000] <= 10, why),
+            *(
+                Target(
+                    f"p99 ≤ {bound:g} x floor at {label}",
+                    f"{floor_ratios[per_second]:.1f}x",
+                    floor_ratios[per_second] <= bound,
+                    floor_why,
+                )
+                for label, per_second, bound in (
+                    ("200 commits/s", 200, 1.5),
+                    ("1,000 commits/s", 1000, 1.5),
+                    ("the most sustained rate", 0, 2.0),
+                )
+            ),
         ],
     )

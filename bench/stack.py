@@ -111,7 +111,7 @@ def start_api(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     """`orders-api` as in production (uvicorn, uvloop, httptools, a worker per core)."""
     port = free_port()
     proc = spawn(["api.main"], {**env, "PORT": str(port)})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded machine can take a minute to start it
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)

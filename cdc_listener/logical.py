@@ -27,10 +27,11 @@ from collections import deque
 import psycopg
 
 from cdc_listener.apply import Applier, Batch, merge_batches
+from cdc_listener.decoder import load_decoder
 from cdc_listener.errors import ProtocolViolation, StreamSilent
 from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import Applied, ListenerMetrics
-from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update, decode
+from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.relations import RelationCache, RowImages, changes_of
 from cdc_listener.replication import (
@@ -41,6 +42,8 @@ from cdc_listener.replication import (
     pg_now,
     pg_time_to_unix,
     standby_status,
+    xlog_payload,
+    xlog_send_time,
 )
 from cdc_listener.settings import ListenerSettings
 from cdc_listener.slot import (
@@ -118,6 +121,7 @@ class LogicalSource:
         self.ready = False
         self._relations = RelationCache()
         self._images = RowImages()
+        self.decoder = load_decoder(settings.cdc_decoder)
 
     async def prepare(self) -> None:
         """Create the slot if needed, take it back from our own silent walsender, and
@@ -164,7 +168,12 @@ class LogicalSource:
             await self._find_walsender(name)
             log.info(
                 "streaming from slot",
-                extra={"slot": self.settings.cdc_slot, "lsn": format_lsn(self.confirmed)},
+                extra={
+                    "slot": self.settings.cdc_slot,
+                    "lsn": format_lsn(self.confirmed),
+                    "decoder": self.decoder.implementation,
+                    **({"why": self.decoder.reason} if self.decoder.reason else {}),
+                },
             )
             self._stream = stream
             self.ready = True
@@ -224,8 +233,20 @@ class LogicalSource:
         self._next_status = 0.0
         self._probed = 0.0  # when a reply was last requested
         self._asked: float | None = None  # the first request not answered yet
+        self._inflight: asyncio.Future[None] | None = None  # a batch's round trip, running
+        try:
+            await self._follow(stop)
+        finally:
+            _forget(self._inflight)
+        log.info(
+            "listener stopped",
+            extra={"slot": self.settings.cdc_slot, "lsn": format_lsn(self.confirmed)},
+        )
+
+    async def _follow(self, stop: asyncio.Event) -> None:
         stream = self._stream
         collect = self._collect
+        decode = self.decoder.decode
         heard = False
         while not stop.is_set():
             data = stream.read_nowait()
@@ -241,11 +262,15 @@ class LogicalSource:
                 if data is None:
                     continue
             heard = True
-            frame = parse_copy_data(data)
-            if type(frame) is Keepalive:
-                await self._keepalive(frame)
-                continue
-            message = decode(frame.payload)  # type: ignore[union-attr]
+            payload = xlog_payload(data)
+            if payload is None:
+                frame = parse_copy_data(data)  # a keepalive, an odd view, or it raises
+                if isinstance(frame, Keepalive):
+                    await self._keepalive(frame)
+                    continue
+                payload = frame.payload
+                data = memoryview(data.tobytes())  # an odd view: its send time read as bytes
+            message = decode(payload)
             kind = type(message)
             if kind in _ROW_CHANGES:
                 if self._txn is None:
@@ -254,7 +279,7 @@ class LogicalSource:
             elif kind is Begin:
                 self._txn = _Transaction()
             elif kind is Commit:
-                await self._commit(message, frame.send_time)  # type: ignore[arg-type]
+                await self._commit(message, xlog_send_time(data))  # type: ignore[arg-type]
             elif kind is Relation:
                 self._relations.remember(message)  # type: ignore[arg-type]
         # Stopping: a transaction cut short is dropped (the server resends it); what was
@@ -265,10 +290,6 @@ class LogicalSource:
             await asyncio.sleep(max(0.0, last - time.monotonic()))
             await self._apply(float("inf"))
         await self._report(force=True)
-        log.info(
-            "listener stopped",
-            extra={"slot": self.settings.cdc_slot, "lsn": format_lsn(self.confirmed)},
-        )
 
     async def _wait_for_data(self) -> memoryview | None:
         """Data, or None when a status report, a recheck or a request for a reply is due
@@ -310,7 +331,12 @@ class LogicalSource:
 
     async def _keepalive(self, frame: Keepalive) -> None:
         self.metrics.server_lsn = max(self.metrics.server_lsn, frame.end)
-        if self._txn is None and not self._batch.commits and not self._rechecks:
+        if (
+            self._txn is None
+            and not self._batch.commits
+            and not self._rechecks
+            and self._inflight is None
+        ):
             # Everything sent before this keepalive is applied: its end is safe.
             self.confirmed = max(self.confirmed, frame.end)
         await self._report(force=frame.reply_requested)
@@ -330,7 +356,7 @@ class LogicalSource:
             ):
                 # Apply what is held rather than let the merged batch cross the bound and
                 # drop the whole family: the bound is for single huge transactions.
-                await self._apply(time.monotonic())
+                await self._apply(time.monotonic(), overlap=True)
             self._batch.changes += txn.changes
             self._batch.add(
                 txn.touched, txn.images, message.end_lsn, pg_time_to_unix(message.commit_time)
@@ -338,7 +364,7 @@ class LogicalSource:
             self._batch.bound(max_keys)
             self._batch.recent |= recent
         if self._batch.commits >= self.settings.cdc_batch_commits:
-            await self._apply(time.monotonic())
+            await self._apply(time.monotonic(), overlap=True)
 
     async def _report(self, force: bool = False, reply: bool = False) -> None:
         """Confirm the position: when asked, every status interval, and soon after it
@@ -359,9 +385,15 @@ class LogicalSource:
         self._next_status = now + self.settings.cdc_status_interval
         self.metrics.confirmed(self.confirmed)
 
-    async def _apply(self, now: float) -> None:
+    async def _apply(self, now: float, *, overlap: bool = False) -> None:
         """Apply the held batch and the rechecks due by `now`, merged into as few round trips
-        as the key bound allows; then move the confirmed position as far as is safe."""
+        as the key bound allows; then move the confirmed position as far as is safe.
+
+        With `overlap` (more of the stream is waiting) the round trip is left running while
+        the next changes are read and decoded: the next batch's waits for it, and nothing is
+        confirmed or announced before it completes, so one batch at a time is in flight and
+        commit order holds."""
+        await self._settle()
         due: list[Batch] = []
         repeat: list[Batch] = []
         batch = self._batch
@@ -375,6 +407,20 @@ class LogicalSource:
         if not due and not batch.commits:
             return
         self._batch = Batch()
+        sending = self._send(batch, due, repeat)
+        if overlap:
+            self._inflight = asyncio.ensure_future(sending)
+        else:
+            await sending
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight, if any (its failure is raised here)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    async def _send(self, batch: Batch, due: list[Batch], repeat: list[Batch]) -> None:
+        """One batch's round trips, then its announcement and the position it makes safe."""
         sent = Applied()
         for merged in merge_batches([*repeat, batch], self.settings.cdc_max_keys):
             sent += await self.applier.apply(merged)
@@ -428,6 +474,17 @@ class LogicalSource:
         if isinstance(message, Update) and message.old is not None:
             for old_id in _ids(message.old, relation) - {image["id"]}:
                 txn.images[old_id] = None  # the id itself changed: the old key goes
+
+
+def _forget(task: asyncio.Future[None] | None) -> None:
+    """A round trip left behind by a failing or stopped stream: cancelled, its outcome
+    read (the stream's own error is the one raised)."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def _ids(row: tuple[object, ...], relation: Relation) -> set[int]:

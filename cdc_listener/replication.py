@@ -26,6 +26,9 @@ _PG_EPOCH_UNIX_MICROS: Final = _PG_EPOCH_UNIX_SECONDS * 1_000_000
 _XLOG_HEADER: Final = struct.Struct(">cQQq")
 _KEEPALIVE: Final = struct.Struct(">cQqB")
 _STANDBY_STATUS: Final = struct.Struct(">cQQQQ?")
+# The send time's place in an XLogData header: after the tag and two LSNs.
+_SEND_TIME: Final = struct.Struct(">q")
+_SEND_TIME_AT: Final = 17
 
 _MAX_LSN: Final = 0xFFFF_FFFF_FFFF_FFFF
 # PostgreSQL accepts 1 to 8 hex digits on each side of the slash, nothing around them.
@@ -85,6 +88,25 @@ def parse_copy_data(buf: bytes | memoryview) -> XLogData | Keepalive:
             raise DecodeError(f"Keepalive ('k') reply flag is {reply}, expected 0 or 1")
         return Keepalive(end, send_time, bool(reply))
     raise DecodeError(f"unknown CopyData message type {chr(tag)!r} (0x{tag:02x}) at offset 0")
+
+
+def xlog_payload(buf: memoryview) -> memoryview | None:
+    """The payload of an XLogData frame as a view, without building an :class:`XLogData`;
+    None for anything else (a keepalive, a short or odd frame: :func:`parse_copy_data`
+    then says what it is, or raises).
+
+    The listener's path for every message: it needs the header's send time only at a
+    Commit (:func:`xlog_send_time`), and a frame object per row costs more than the slice.
+    """
+    if buf.format == "B" and buf.ndim == 1 and len(buf) >= _XLOG_HEADER.size and buf[0] == 0x77:
+        return buf[_XLOG_HEADER.size :]
+    return None
+
+
+def xlog_send_time(buf: memoryview) -> int:
+    """The send time of a frame that :func:`xlog_payload` accepted."""
+    (send_time,) = _SEND_TIME.unpack_from(buf, _SEND_TIME_AT)
+    return int(send_time)
 
 
 def standby_status(

@@ -42,6 +42,11 @@ class ListenerSettings(CacheSettings):
         description="repeat each batch's actions after this delay to close the visibility "
         "gap, s (0: off)",
     )
+    cdc_decoder: Literal["compiled", "pure"] = Field(
+        default="compiled",
+        description="the pgoutput decoder: its compiled build where installed (else the pure "
+        "one, logged), or the pure reference",
+    )
     cdc_standby_retry: float = Field(
         default=2.0, gt=0, description="how often a standby retries the held slot, s"
     )

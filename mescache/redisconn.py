@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub
 from redis.asyncio.retry import Retry as ClusterRetry
@@ -54,6 +54,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from mescache import resp
 from mescache.errors import Fatal
 
 _CLUSTER: Final = {"redis+cluster": False, "rediss+cluster": True}  # scheme: TLS
@@ -136,6 +137,19 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+class PackingConnection(Connection):
+    """redis-py's TCP connection with commands packed by :func:`mescache.resp.pack`: the
+    same bytes in one pass (a command of many keys no longer costs a copy per key)."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        encoder = self.encoder
+        if encoder.encoding == "utf-8" and encoder.encoding_errors == "strict":
+            packed = resp.pack(args)
+            if packed is not None:
+                return [packed]
+        return super().pack_command(*args)
+
+
 def make_redis(url: str, timeout: float, max_connections: int, *, resp2: bool = False) -> Redis:
     """A client whose calls fail fast: the caller decides what a failure means. `resp2`:
     speak RESP2 (a subscriber that reads messages as replies, CLIENT TRACKING's redirect)."""
@@ -163,6 +177,9 @@ def _client(
 ) -> Redis:
     connect = connect_timeout if connect_timeout is not None else timeout
     if target.kind == "single":
+        # Plain TCP URLs only: a connection class given here would replace TLS's or a socket's.
+        plain = target.url.startswith("redis://")
+        packing: dict[str, Any] = {"connection_class": PackingConnection} if plain else {}
         pool = BlockingConnectionPool.from_url(
             target.url,
             max_connections=max_connections,
@@ -178,6 +195,7 @@ def _client(
             # No retries: one failing call trips the API's breaker instead of tripling the
             # wait.
             retry=_no_retry(),
+            **packing,
             **extra,
         )
         return Redis.from_pool(pool)

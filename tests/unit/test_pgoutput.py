@@ -442,3 +442,15 @@ def test_a_truncate_names_as_many_relations_as_it_counts() -> None:
     assert str(caught.value) == (
         "pgoutput Truncate ('T') message: 2 relation OIDs at offset 6 run past the end (10)"
     )
+
+
+def test_a_value_of_more_than_16_mib_decodes_whole() -> None:
+    # Every byte of the 4-byte length is distinct and non-zero, so each one's place counts.
+    size = 0x01020304
+    value = b"v" * size
+    payload = b"I\0\0\0\x07N\0\x02t" + size.to_bytes(4, "big") + value + b"n"
+    message = decode(payload)
+    assert isinstance(message, Insert)
+    assert len(message.new) == 2
+    assert message.new[0] == value
+    assert message.new[1] is None

@@ -6,6 +6,7 @@ import struct
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +23,8 @@ from cdc_listener.replication import (
     pg_now,
     pg_time_to_unix,
     standby_status,
+    xlog_payload,
+    xlog_send_time,
 )
 
 MAX_LSN = 2**64 - 1
@@ -243,3 +246,57 @@ def test_xlogdata_round_trip(start: int, end: int, send_time: int, payload: byte
         send_time,
         payload,
     )
+
+
+# The listener's path: the payload and the send time without a frame object.
+
+
+@settings(database=None, deadline=None)
+@given(
+    st.integers(0, MAX_LSN),
+    st.integers(0, MAX_LSN),
+    st.integers(-(2**63), 2**63 - 1),
+    st.binary(max_size=64),
+)
+def test_xlog_payload_and_send_time_agree_with_the_parsed_frame(
+    start: int, end: int, send_time: int, payload: bytes
+) -> None:
+    buf = memoryview(xlog_frame(start, end, send_time, payload))
+    frame = parse_copy_data(buf)
+    assert isinstance(frame, XLogData)
+    fast = xlog_payload(buf)
+    assert fast is not None
+    assert bytes(fast) == bytes(frame.payload) == payload
+    assert fast.obj is buf.obj  # a view, not a copy
+    assert xlog_send_time(buf) == frame.send_time == send_time
+
+
+def test_xlog_payload_takes_an_empty_payload_but_not_a_short_header() -> None:
+    whole = memoryview(xlog_frame(1, 2, 3, b""))
+    fast = xlog_payload(whole)
+    assert fast is not None
+    assert len(fast) == 0
+    assert xlog_payload(whole[:-1]) is None  # parse_copy_data raises for it
+
+
+@pytest.mark.parametrize(
+    "buf",
+    [
+        b"",
+        keepalive_frame(1, 2, 0),
+        b"k" + bytes(24),  # a 'k' as long as an XLogData header
+        b"x" + bytes(30),
+    ],
+)
+def test_xlog_payload_leaves_other_messages_to_parse_copy_data(buf: bytes) -> None:
+    assert xlog_payload(memoryview(buf)) is None
+
+
+def test_xlog_payload_leaves_views_of_other_formats_to_parse_copy_data() -> None:
+    frame = xlog_frame(1, 2, 3, b"abcd")
+    chars = cast(memoryview, memoryview(frame).cast("c"))  # items are bytes, not ints
+    assert xlog_payload(chars) is None
+    words = memoryview(bytearray(frame[:24] * 2)).cast("H")
+    assert xlog_payload(words) is None
+    two_d = memoryview(bytearray(b"w" * 52)).cast("B", (26, 2))
+    assert xlog_payload(two_d) is None
