@@ -34,8 +34,8 @@ from api.tracking import TrackingChannel
 from bench.report import Section, Target, ms
 from bench.report import rate as rate_of
 from bench.stack import Stack
+from devtools.devstack import RedisServer, ensure_binaries
 from mescache import scripts
-from mescache.devstack import RedisServer, ensure_binaries
 from mescache.keys import KeySchema
 from mescache.redisconn import make_redis
 from mescache.store import Commands, RedisStore

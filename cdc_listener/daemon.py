@@ -27,7 +27,7 @@ from cdc_listener.logical import LogicalSource
 from cdc_listener.master_watch import MasterWatch
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
-from cdc_listener.probe import Prober
+from cdc_listener.lag_probe import Prober
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.sampler import Sampler, probe_forever
 from cdc_listener.settings import ListenerSettings

@@ -135,7 +135,7 @@ class ListenerMetrics:
         self.invalidation_delay = Histogram(
             "cdc_listener_invalidation_delay_seconds",
             "From a probe commit's acknowledgement to its key gone from Redis, end to end"
-            " (cdc_listener.probe), sampled every CDC_PROBE_INTERVAL",
+            " (cdc_listener.lag_probe), sampled every CDC_PROBE_INTERVAL",
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )

@@ -19,7 +19,7 @@ pub/sub subscription that could miss messages), and already runs where operators
 listeners cost what one does.
 
 Figures (cdc_listener.metrics): checks and stale samples by source, distinct stale values
-by kind, the staleness age and, through the probe table (cdc_listener.probe, one sample
+by kind, the staleness age and, through the probe table (cdc_listener.lag_probe, one sample
 every CDC_PROBE_INTERVAL), the invalidation delay end to end. The *nines* over the last
 CDC_SAMPLE_WINDOW seconds::
 
@@ -56,7 +56,7 @@ from redis.asyncio import Redis, RedisCluster
 from cdc_listener.apply import Batch
 from cdc_listener.check import Checker, Compared
 from cdc_listener.metrics import ListenerMetrics
-from cdc_listener.probe import Prober
+from cdc_listener.lag_probe import Prober
 from mescache.db import Pool
 from mescache.errors import CacheLayerError
 from mescache.keys import KeySchema

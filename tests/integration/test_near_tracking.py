@@ -24,9 +24,9 @@ from api.breaker import RedisBreaker
 from api.nearcache import NearCache, read_names
 from api.readthrough import Read, ReadThrough
 from api.tracking import TrackingChannel
+from devtools.devstack import RedisServer
 from devtools.faultproxy import FaultProxy
 from devtools.redisha import LocalSentinel
-from mescache.devstack import RedisServer
 from mescache.keys import CacheKey, KeySchema
 from mescache.redisconn import make_redis
 from mescache.store import RedisStore
