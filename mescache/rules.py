@@ -31,9 +31,9 @@ from mescache.keys import CacheKey, KeySchema
 from mescache.orders import ACTIVE, STATUSES, Order, dump_order
 from mescache.settings import CacheSettings
 from mescache.store import lsn_version
+from mescache.views import CATALOGUE
 
 Operation = Literal["insert", "update", "delete", "truncate"]
-CACHED_TABLES = frozenset({"orders", "models", "materials", "pricing_rules", "cache_probe"})
 # The columns of a material a price is computed from.
 MATERIAL_PRICE_COLUMNS = ("density_g_cm3", "price_per_gram")
 
@@ -193,8 +193,6 @@ def _leaves_prices_alone(change: Change) -> bool:
 
 
 def _prices(change: Change, touched: Touched) -> None:
-    if change.table != "pricing_rules":
-        touched.catalogue = True  # the names of models and materials
     if change.op == "truncate" or change.table == "pricing_rules":
         touched.all_prices = True
         return
@@ -244,6 +242,8 @@ def add_change(touched: Touched, change: Change | OrderUpdate) -> None:
             new_customer=change.new_customer,
         )
         return
+    # The catalogue of names is one key: the tables its view declares touch it.
+    touched.catalogue |= change.table in CATALOGUE.tables
     if change.table == "orders":
         _orders(change, touched)
     elif change.table in ("models", "materials", "pricing_rules"):

@@ -186,7 +186,3 @@ PRICE: View[PriceRequest] = View(
 VIEWS: dict[str, View[Any]] = {
     v.kind: v for v in (DASHBOARD, NEW_ORDERS, STATUS_PAGE, CATALOGUE, CUSTOMER_PAGE, PRICE, ORDER)
 }
-# The tables whose changes reach the cache (the probe table's reach its markers).
-CACHED_TABLES: frozenset[str] = frozenset().union(*(v.tables for v in VIEWS.values())) | {
-    "cache_probe"
-}
