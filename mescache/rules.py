@@ -171,7 +171,12 @@ def _order_row(
         # Without both statuses we cannot tell which lists held the order.
         _every_list(touched)
         return
-    for status in (old_status, new_status):
+    _lists_of(touched, old_status, new_status)
+
+
+def _lists_of(touched: Touched, *statuses: str | None) -> None:
+    """The lists an order of these statuses is in (None: no such image)."""
+    for status in statuses:
         if status is not None:
             touched.statuses.add(status)
             touched.dashboard |= status in ACTIVE
@@ -230,17 +235,10 @@ def add_change(touched: Touched, change: Change | OrderUpdate) -> None:
     """Add the targets of one change to `touched` (a transaction's or a burst's set): the
     rule's one entrance, for every source and every change."""
     if isinstance(change, OrderUpdate):
-        # The fast path of a catch-up: the same targets as the Change of this update.
-        _order_row(
-            touched,
-            "update",
-            old_id=change.old_id,
-            new_id=change.new_id,
-            old_status=change.old_status,
-            new_status=change.new_status,
-            old_customer=change.old_customer,
-            new_customer=change.new_customer,
-        )
+        # The fast path of a catch-up: the targets of this update's Change, every value known.
+        touched.orders.update((change.old_id, change.new_id))
+        touched.customers.update((change.old_customer, change.new_customer))
+        _lists_of(touched, change.old_status, change.new_status)
         return
     # The catalogue of names is one key: the tables its view declares touch it.
     touched.catalogue |= change.table in CATALOGUE.tables
@@ -313,8 +311,8 @@ def plan(
         actions.flush.append(keys.customers_pattern())
     order_names = keys.order_names
     for order_id in touched.orders:
-        image = None if images is None else images.get(order_id, (None, 0))
-        if image is not None and image[0] is not None:
+        # Refreshed from its latest image, if the batch has one (None: deleted or incomplete).
+        if images is not None and (image := images.get(order_id)) and image[0] is not None:
             body, version = dump_order(image[0]), lsn_version(image[1])
             actions.refresh.append(Refresh(keys.order(order_id), body, settings.ttl_order, version))
         else:

@@ -310,6 +310,10 @@ def test_the_new_targets_make_a_change_worth_applying_and_merge() -> None:
     both = Touched(customers={"a"})
     both.update(Touched(customers={"b"}))
     assert both.customers == {"a", "b"}
+    # a flag an earlier change raised stays raised
+    raised = Touched(all_customers=True, catalogue=True)
+    raised.update(Touched())
+    assert raised == Touched(all_customers=True, catalogue=True)
 
 
 def test_bound_swaps_many_customers_for_every_customer() -> None:
