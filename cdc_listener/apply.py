@@ -24,6 +24,7 @@ from mescache.orders import Order
 from mescache.rules import Touched, needs_model_ids, plan
 from mescache.settings import CacheSettings
 from mescache.store import Commands, RedisStore
+from mescache.views import DASHBOARD
 
 log = logging.getLogger("cdc_listener.apply")
 
@@ -139,7 +140,8 @@ class Applier:
         model_ids = await reads.model_ids(self.pool) if needs_model_ids(touched) else []
         dashboard = None
         if touched.dashboard and self.refresh:
-            dashboard = await reads.dashboard_json(self.pool)
+            # recomputed by the view's own loader, as a fill would
+            dashboard = await DASHBOARD.load(self.pool, self.settings, None)
         actions = plan(
             touched,
             keys,
