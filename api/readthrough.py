@@ -29,23 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from api.breaker import RedisBreaker
 from api.demand import Demand
 from api.metrics import ApiMetrics
 from api.nearcache import NearCache, read_names
+from mescache.fill import Loader, fenced_fill
 from mescache.keys import CacheKey
-from mescache.store import FENCE_TTL_MS, REDIS_FAILURES, Counter, FillTicket, RedisStore
+from mescache.store import FENCE_TTL_MS, REDIS_FAILURES, Counter, RedisStore
 
 log = logging.getLogger("api.cache")
-
-Loader = Callable[[], Awaitable[bytes]]
-
-_POLL = 0.01  # how often waiters look for the leader's value, s
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,55 +218,33 @@ class ReadThrough:
 
     async def _fill(self, key: CacheKey, ttl: float, load: Loader) -> Read:
         fill_started = time.perf_counter()
-        token = secrets.token_hex(8)
-        try:
-            ticket = await self._lead_or_wait(key, token)
-        except REDIS_FAILURES as exc:
-            self.breaker.failed(exc)
-            return Read(await self._load(load), hit=False)
-        if ticket.value is not None:
-            self.near.note_large(key.name, ticket.value)
-            return Read(ticket.value, hit=True)
-        try:
-            body = await self._load(load)
-        except Exception:
-            if ticket.leased:
-                await self._release(key, token)
-            raise
-        if not ticket.leased:
+        filled = await fenced_fill(
+            self.store,
+            key,
+            ttl,
+            lambda: self._load(load),
+            self.lease,
+            wait=self.wait,
+            load_when_busy=True,
+            failed=self.breaker.failed,
+        )
+        assert filled.body is not None  # loaded when busy: never None here
+        if filled.outcome == "cached":
+            self.near.note_large(key.name, filled.body)
+            return Read(filled.body, hit=True)
+        if filled.outcome == "unleased":
             self.metrics.fills_unleased.inc()
-            return Read(body, hit=False)
-        started = time.monotonic()
-        try:
-            stored = await self.store.finish_fill(key, body, ttl, ticket.fence, token)
-        except REDIS_FAILURES as exc:
-            self.breaker.failed(exc)
-            return Read(body, hit=False)
-        if stored:
+        elif filled.outcome == "filled":
             self.metrics.fills_stored.inc()
             if ttl * 1000 <= FENCE_TTL_MS:
                 # Redis now holds this body under the fence the fill was checked against.
-                self.near.keep(key.name, ticket.fence, body, started + ttl)
-        else:
+                self.near.keep(key.name, filled.fence, filled.body, filled.stored_at + ttl)
+        elif filled.outcome == "fenced":
             self.metrics.fills_fenced.inc()
             log.debug("fill fenced out by an invalidation", extra={"key": key.name})
-        self.metrics.fill_seconds.observe(time.perf_counter() - fill_started)
-        return Read(body, hit=False)
-
-    async def _release(self, key: CacheKey, token: str) -> None:
-        try:
-            await self.store.release(key, token)
-        except REDIS_FAILURES as exc:
-            self.breaker.failed(exc)
-
-    async def _lead_or_wait(self, key: CacheKey, token: str) -> FillTicket:
-        """Take the lease, or wait for its holder's value; after `wait`, go it alone."""
-        deadline = time.monotonic() + self.wait
-        while True:
-            ticket = await self.store.begin_fill(key, self.lease, token)
-            if ticket.value is not None or ticket.leased or time.monotonic() >= deadline:
-                return ticket
-            await asyncio.sleep(_POLL)
+        if filled.outcome in ("filled", "fenced"):
+            self.metrics.fill_seconds.observe(time.perf_counter() - fill_started)
+        return Read(filled.body, hit=False)
 
 
 def _retrieve(task: asyncio.Task[bytes | None]) -> None:

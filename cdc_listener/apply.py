@@ -1,4 +1,7 @@
-"""Apply: turn a batch of committed changes into Redis actions, sent in one round trip.
+"""Apply: send a batch's plan (mescache.rules.plan: every key named) in one round trip.
+
+The applier only gathers what the plan needs from PostgreSQL (model ids, the dashboard
+to refresh), queues the plan's actions and sends them.
 
 Delivery contract: at least once. The caller confirms a position to PostgreSQL only after
 `Applier.apply` returned for every commit up to it; after a crash the server resends from
@@ -16,11 +19,12 @@ from cdc_listener.metrics import Applied
 from cdc_listener.replication import format_lsn
 from mescache import reads
 from mescache.db import Pool
-from mescache.keys import CacheKey, KeySchema
-from mescache.orders import Order, dump_order
-from mescache.rules import Touched
+from mescache.keys import KeySchema
+from mescache.orders import Order
+from mescache.rules import Touched, needs_model_ids, plan
 from mescache.settings import CacheSettings
-from mescache.store import Commands, RedisStore, lsn_version
+from mescache.store import Commands, RedisStore
+from mescache.views import DASHBOARD
 
 log = logging.getLogger("cdc_listener.apply")
 
@@ -112,7 +116,7 @@ def merge_batches(batches: list[Batch], max_keys: int) -> list[Batch]:
 
 
 class Applier:
-    """Invalidates (or, for hot keys, refreshes) what a batch touched."""
+    """Invalidates (or, for hot keys, refreshes) what a batch touched, as planned."""
 
     def __init__(
         self,
@@ -129,85 +133,51 @@ class Applier:
         self.pool = pool
 
     async def apply(self, batch: Batch) -> Applied:
-        """Send the batch's invalidations and refreshes to Redis in one round trip (per node on a
-        cluster); what was sent."""
+        """Send the plan of the batch's targets (mescache.rules.plan) in one round trip,
+        after the whole-family flushes it names. Idempotent."""
         touched, keys, store = batch.touched, self.keys, self.store
         if not touched:
             return Applied()
-        flushed = 0
-        # Whole-table events are rare: their scans run before the batch's pipeline.
-        if touched.all_orders:
-            flushed = await store.flush_matching(keys.orders_pattern(), keys.outlives_flush)
-        if touched.all_customers:
-            flushed += await store.flush_matching(keys.customers_pattern())
+        # The plan's inputs that only PostgreSQL has, read after the commit.
+        model_ids = await reads.model_ids(self.pool) if needs_model_ids(touched) else []
         dashboard = None
         if touched.dashboard and self.refresh:
-            dashboard = await reads.dashboard_json(self.pool)
-
-        rows: list[tuple[CacheKey, bytes, str]] = []  # refreshed orders: key, body, version
-        stale: list[tuple[str, str, str]] = []
-        order_names = keys.order_names
-        for order_id in touched.orders:
-            if self.refresh:
-                image, lsn = batch.images.get(order_id, (None, 0))
-                if image is not None:
-                    rows.append((keys.order(order_id), dump_order(image), lsn_version(lsn)))
-                    continue
-            stale.append(order_names(order_id))
-        others: list[CacheKey] = []
-        if touched.newest:
-            others.append(keys.new_orders())
-        if touched.dashboard and dashboard is None:
-            others.append(keys.dashboard())
-        if touched.catalogue:
-            others.append(keys.catalogue())
-        others += [keys.probe(p) for p in sorted(touched.probes)]
-        stale += [(key.name, key.fence, key.lease) for key in others]
-        families = [keys.status_family(s) for s in sorted(touched.statuses)]
-        if not touched.all_customers:
-            families += [keys.customer_family(c) for c in sorted(touched.customers)]
-        families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
-        families += await self._catalogue_families(touched)
-        ttl_order, ttl_dashboard = self.settings.ttl_order, self.settings.ttl_dashboard
+            # recomputed by the view's own loader, as a fill would
+            dashboard = await DASHBOARD.load(self.pool, self.settings, None)
+        actions = plan(
+            touched,
+            keys,
+            self.settings,
+            images=batch.images if self.refresh else None,
+            model_ids=model_ids,
+            dashboard=dashboard,
+        )
+        flushed = 0
+        # Whole-family flushes are rare: their scans run before the batch's pipeline.
+        for pattern in actions.flush:
+            flushed += await store.flush_matching(pattern, keys.outlives_flush)
 
         def queue(cmds: Commands) -> None:
-            for key, body, version in rows:
-                store.queue_refresh(cmds, key, body, ttl_order, version)
-            store.queue_invalidate_names(cmds, stale)
-            for family in families:
-                store.queue_invalidate_family(cmds, family, keys.family_fence(family))
-            if dashboard is not None:
-                store.queue_refresh(cmds, keys.dashboard(), dashboard, ttl_dashboard, None)
+            store.queue_invalidate_names(cmds, actions.invalidate)
+            for family, fence in actions.families:
+                store.queue_invalidate_family(cmds, family, fence)
+            for r in actions.refresh:
+                store.queue_refresh(cmds, r.key, r.body, r.ttl, r.version)
 
         await store.send(queue)
-        refreshed = len(rows) + (dashboard is not None)
+        stale, refreshed, families = (
+            len(actions.invalidate),
+            len(actions.refresh),
+            len(actions.families),
+        )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "applied",
                 extra={
                     "commits": batch.commits,
-                    "keys": len(stale) + refreshed,
-                    "families": len(families),
+                    "keys": stale + refreshed,
+                    "families": families,
                     "lsn": format_lsn(batch.end_lsn),
                 },
             )
-        return Applied(flushed + len(stale), refreshed, len(families))
-
-    async def _catalogue_families(self, touched: Touched) -> list[str]:
-        """The price families a material or pricing rule change moves. Each model keeps
-        them in its own slot, so they move in every model's. The ids are read after the
-        commit: they include every model whose prices could be cached (a deleted model's
-        were made unreachable by its own deletion)."""
-        if not (touched.price_materials or touched.all_prices):
-            return []
-        keys = self.keys
-        families: list[str] = []
-        for model in await reads.model_ids(self.pool):
-            if touched.all_prices:
-                families.append(keys.all_prices(model))
-            else:
-                families += [
-                    keys.price_family_of_material(material, model)
-                    for material in sorted(touched.price_materials)
-                ]
-        return families
+        return Applied(flushed + stale, refreshed, families)

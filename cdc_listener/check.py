@@ -12,9 +12,10 @@ meanwhile (nothing invalidated or replaced it) and it still differs from a fresh
 key that expired, was invalidated or was refilled in between is not stale, and neither is
 a family member whose fences moved since its fill: it is never served (mescache.store).
 
-The comparison is table-driven: `RECOMPUTE` holds, for each kind of value the key schema
-knows (mescache.keys.VALUE_KINDS), how to compute its value from PostgreSQL. A kind that
-the schema knows but that is not in the table is counted as unchecked, never as stale.
+The comparison is table-driven: each kind of value the key schema knows
+(mescache.keys.VALUE_KINDS) is recomputed by its view's loader in the catalogue
+(mescache.views). A kind that the schema knows but that is no view is counted as
+unchecked, never as stale.
 """
 
 from __future__ import annotations
@@ -29,52 +30,23 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
-from mescache import reads
 from mescache.db import Pool
-from mescache.errors import OrderNotFound, PricingError
-from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, KeyRef, KeySchema, decode_name
-from mescache.pricing import PriceRequest
+from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, KeyRef, KeySchema
 from mescache.settings import CacheSettings
 from mescache.store import Observed, RedisStore
-
-# How a kind's value is computed from PostgreSQL now; None: the value should not exist.
-Recompute = Callable[[Pool, CacheSettings, dict[str, str]], Awaitable[bytes | None]]
+from mescache.views import VIEWS
 
 
-async def _order(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
+async def recompute(pool: Pool, settings: CacheSettings, ref: KeyRef) -> bytes | None:
+    """A kind's value as PostgreSQL computes it now, by its view's own loader; None: the
+    value should not exist (the API never caches a missing order, an unknown price)."""
+    view = VIEWS[ref.kind]
     try:
-        return await reads.order_json(pool, int(p["id"]))
-    except OrderNotFound:
-        return None  # the API never caches a missing order: a cached one is stale
+        return await view.load(pool, settings, view.parse(ref.params))
+    except view.absent:
+        return None
 
 
-async def _status_page(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
-    cursor = None if p["start"] == "first" else int(p["start"])
-    return await reads.status_page_json(pool, p["status"], cursor, int(p["limit"]))
-
-
-async def _customer_page(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
-    cursor = None if p["start"] == "first" else int(p["start"])
-    return await reads.customer_page_json(pool, decode_name(p["customer"]), cursor, int(p["limit"]))
-
-
-async def _price(pool: Pool, _: CacheSettings, p: dict[str, str]) -> bytes | None:
-    try:
-        request = PriceRequest.from_member(f"{p['model']}:{p['material']}:{p['params']}")
-        return await reads.price_json(pool, request)
-    except PricingError:
-        return None  # an unknown model or material, a size that does not fit: never cached
-
-
-RECOMPUTE: dict[str, Recompute] = {
-    "order": _order,
-    "dashboard": lambda pool, _, __: reads.dashboard_json(pool),
-    "new_orders": lambda pool, s, _: reads.newest_json(pool, s.new_orders_limit),
-    "status_page": _status_page,
-    "price": _price,
-    "customer_page": _customer_page,
-    "catalogue": lambda pool, _, __: reads.catalogue_json(pool),
-}
 # Kinds that hold no database value: a probe key is a marker the sampling mode sets.
 NOT_COMPARED = frozenset({"probe"})
 
@@ -168,7 +140,7 @@ class Checker:
         async for raw in self.redis.scan_iter(match=self.keys.namespace_pattern(), count=1000):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             ref = self.keys.classify(name)
-            if ref.kind in RECOMPUTE:
+            if ref.kind in VIEWS:
                 refs[name] = ref
             elif ref.kind in (COMPANION, TAG_SET, KEPT) or ref.kind in NOT_COMPARED:
                 report.skipped[ref.kind] += 1
@@ -196,7 +168,7 @@ class Checker:
         """The named values compared once, as `run` does (names of a kind with no
         comparison are left out): the step the continuous sampler (cdc_listener.sampler)
         repeats, reading again after its grace period with the same rule as `_confirm`."""
-        refs = {n: ref for n in names if (ref := self.keys.classify(n)).kind in RECOMPUTE}
+        refs = {n: ref for n in names if (ref := self.keys.classify(n)).kind in VIEWS}
         chosen = list(refs)
         seen = await self._observe(chosen, refs)
         truths = await self._recompute(chosen, refs)
@@ -238,7 +210,7 @@ class Checker:
         async def one(name: str) -> bytes | None:
             ref = refs[name]
             async with limit:
-                return await RECOMPUTE[ref.kind](self.pool, self.settings, ref.params)
+                return await recompute(self.pool, self.settings, ref)
 
         return list(await asyncio.gather(*(one(n) for n in names)))
 

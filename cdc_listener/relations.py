@@ -25,7 +25,7 @@ from cdc_listener.pgoutput import (
     Update,
 )
 from mescache.orders import ORDER_COLUMNS, Order
-from mescache.rules import Change, Touched, add_order_row
+from mescache.rules import Change, OrderUpdate, Touched, add_change
 
 RowChange = Insert | Update | Delete | Truncate
 
@@ -79,16 +79,15 @@ class RelationCache:
             and type(new_customer) is bytes
         ):
             return False  # NULL, unchanged TOAST or a key-only image: the general path
-        add_order_row(
-            touched,
-            "update",
-            old_id=int(old_id),
-            new_id=int(new_id),
-            old_status=old_status.decode(),
-            new_status=new_status.decode(),
-            old_customer=old_customer.decode(),
-            new_customer=new_customer.decode(),
+        update = OrderUpdate(
+            int(old_id),
+            int(new_id),
+            old_status.decode(),
+            new_status.decode(),
+            old_customer.decode(),
+            new_customer.decode(),
         )
+        add_change(touched, update)
         return True
 
     def get(self, oid: int) -> Relation:

@@ -288,11 +288,9 @@ class KeySchema:
             if match is None:
                 continue
             params = match.groupdict()
-            try:
-                key = build(self, params)
-            except UnicodeDecodeError:
-                return KeyRef(UNKNOWN, {})  # percent-encoded bytes that are not UTF-8
-            # A name no builder makes (a customer's name encoded another way) is not ours.
+            key = build(self, params)
+            # A name no builder makes (a customer's name encoded another way, or bytes that
+            # are not UTF-8) is not ours.
             return KeyRef(kind, params, key) if key.name == name else KeyRef(UNKNOWN, {})
         kind = next((k for k, pattern in _BOOKKEEPING if pattern.fullmatch(bare)), UNKNOWN)
         return KeyRef(kind, {})
@@ -305,8 +303,9 @@ def encode_name(text: str) -> str:
 
 
 def decode_name(part: str) -> str:
-    """The name `encode_name` made `part` from; UnicodeDecodeError if it is not UTF-8."""
-    return unquote(part, errors="strict")
+    """The name `encode_name` made `part` from (bytes that are not UTF-8 read as U+FFFD, so
+    the name rebuilt from it differs: `classify` then calls it unknown)."""
+    return unquote(part)
 
 
 def _customer_page(keys: KeySchema, p: dict[str, str]) -> CacheKey:

@@ -14,21 +14,26 @@ change to a model or a material touches the catalogue of their names.
 A row of the consistency probe table touches its ``probe:{id}`` key.
 TRUNCATE touches every key of the table's families.
 
-`Touched` is a set of abstract targets; the listener turns it into Redis actions
-(invalidate or refresh). A burst of changes merges into one `Touched`, and `bound()`
-swaps a huge set of ids for "the whole family" so memory stays flat.
+Decode → plan → apply: `add_change` (the one entrance, for every source) adds a change's
+abstract targets to a `Touched`; a burst of changes merges into one, and `bound()` swaps a
+huge set of ids for "the whole family" so memory stays flat. `plan()` turns the targets
+into the whole `Plan` of Redis actions, every key named (mescache.keys), refreshed values
+serialised; cdc_listener.apply only queues the plan and sends it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mescache.orders import ACTIVE, STATUSES
+from mescache.keys import CacheKey, KeySchema
+from mescache.orders import ACTIVE, STATUSES, Order, dump_order
+from mescache.settings import CacheSettings
+from mescache.store import lsn_version
+from mescache.views import CATALOGUE
 
 Operation = Literal["insert", "update", "delete", "truncate"]
-CACHED_TABLES = frozenset({"orders", "models", "materials", "pricing_rules", "cache_probe"})
 # The columns of a material a price is computed from.
 MATERIAL_PRICE_COLUMNS = ("density_g_cm3", "price_per_gram")
 
@@ -130,7 +135,7 @@ def _orders(change: Change, touched: Touched) -> None:
         touched.all_customers = True
         _every_list(touched)
         return
-    add_order_row(
+    _order_row(
         touched,
         change.op,
         old_id=_row_id(change.old),
@@ -142,7 +147,7 @@ def _orders(change: Change, touched: Touched) -> None:
     )
 
 
-def add_order_row(
+def _order_row(
     touched: Touched,
     op: Operation,
     *,
@@ -154,8 +159,7 @@ def add_order_row(
     new_customer: str | None,
 ) -> None:
     """The targets of one orders row change, given the ids, statuses and customers its
-    images hold (None: no image, or the value was not sent). The listener calls this
-    directly for the common update, without building a Change and its row views."""
+    images hold (None: no image, or the value was not sent)."""
     if old_id is not None:
         touched.orders.add(old_id)
     if new_id is not None:
@@ -168,7 +172,12 @@ def add_order_row(
         # Without both statuses we cannot tell which lists held the order.
         _every_list(touched)
         return
-    for status in (old_status, new_status):
+    _lists_of(touched, old_status, new_status)
+
+
+def _lists_of(touched: Touched, *statuses: str | None) -> None:
+    """The lists an order of these statuses is in (None: no such image)."""
+    for status in statuses:
         if status is not None:
             touched.statuses.add(status)
             touched.dashboard |= status in ACTIVE
@@ -190,8 +199,6 @@ def _leaves_prices_alone(change: Change) -> bool:
 
 
 def _prices(change: Change, touched: Touched) -> None:
-    if change.table != "pricing_rules":
-        touched.catalogue = True  # the names of models and materials
     if change.op == "truncate" or change.table == "pricing_rules":
         touched.all_prices = True
         return
@@ -212,8 +219,30 @@ def _probe(change: Change, touched: Touched) -> None:
             touched.probes.add(probe_id)
 
 
-def add_change(touched: Touched, change: Change) -> None:
-    """Add the targets of one change to `touched` (a transaction's or a burst's set)."""
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """An update of `orders` carrying both whole images, as the values the rule reads: the
+    stream's commonest change, read straight from the row (no Change, no row views)."""
+
+    old_id: int
+    new_id: int
+    old_status: str
+    new_status: str
+    old_customer: str
+    new_customer: str
+
+
+def add_change(touched: Touched, change: Change | OrderUpdate) -> None:
+    """Add the targets of one change to `touched` (a transaction's or a burst's set): the
+    rule's one entrance, for every source and every change."""
+    if isinstance(change, OrderUpdate):
+        # The fast path of a catch-up: the targets of this update's Change, every value known.
+        touched.orders.update((change.old_id, change.new_id))
+        touched.customers.update((change.old_customer, change.new_customer))
+        _lists_of(touched, change.old_status, change.new_status)
+        return
+    # The catalogue of names is one key: the tables its view declares touch it.
+    touched.catalogue |= change.table in CATALOGUE.tables
     if change.table == "orders":
         _orders(change, touched)
     elif change.table in ("models", "materials", "pricing_rules"):
@@ -227,3 +256,96 @@ def touched_by(change: Change) -> Touched:
     touched = Touched()
     add_change(touched, change)
     return touched
+
+
+# The plan: what the listener sends to Redis for a batch's targets, every key named.
+
+Image = tuple[Order | None, int]  # an order's latest row image and its commit position
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A value written in place of an invalidation: its bytes, TTL and version (the commit
+    position of an order's image; None for a value recomputed now, newer than any)."""
+
+    key: CacheKey
+    body: bytes
+    ttl: float
+    version: str | None
+
+
+@dataclass(slots=True)
+class Plan:
+    """Every Redis action of a batch, keys named: SCAN patterns to flush (a family whose
+    members cannot be listed), values to refresh, keys to invalidate (value, fence and
+    lease names) and families to invalidate (tag set and fence)."""
+
+    flush: list[str] = field(default_factory=list)
+    refresh: list[Refresh] = field(default_factory=list)
+    invalidate: list[tuple[str, str, str]] = field(default_factory=list)
+    families: list[tuple[str, str]] = field(default_factory=list)
+
+
+def needs_model_ids(touched: Touched) -> bool:
+    """Whether the plan moves price families in every model's slot (a material or a pricing
+    rule changed): the caller reads the model ids, after the commit, and passes them."""
+    return bool(touched.price_materials or touched.all_prices)
+
+
+def plan(
+    touched: Touched,
+    keys: KeySchema,
+    settings: CacheSettings,
+    *,
+    images: Mapping[int, Image] | None = None,
+    model_ids: Sequence[int] = (),
+    dashboard: bytes | None = None,
+) -> Plan:
+    """The actions for `touched`. With `images` (refresh mode) an order with a row image is
+    refreshed from it, one without is invalidated; with `dashboard` the dashboard is
+    refreshed with those bytes instead of invalidated. `model_ids`: every model's id, when
+    `needs_model_ids`."""
+    actions = Plan()
+    if touched.all_orders:
+        actions.flush.append(keys.orders_pattern())
+    if touched.all_customers:
+        actions.flush.append(keys.customers_pattern())
+    order_names = keys.order_names
+    for order_id in touched.orders:
+        # Refreshed from its latest image, if the batch has one (None: deleted or incomplete).
+        if images is not None and (image := images.get(order_id)) and image[0] is not None:
+            body, version = dump_order(image[0]), lsn_version(image[1])
+            actions.refresh.append(Refresh(keys.order(order_id), body, settings.ttl_order, version))
+        else:
+            actions.invalidate.append(order_names(order_id))
+    others: list[CacheKey] = []
+    if touched.newest:
+        others.append(keys.new_orders())
+    if touched.dashboard and dashboard is None:
+        others.append(keys.dashboard())
+    if touched.catalogue:
+        others.append(keys.catalogue())
+    others += [keys.probe(p) for p in sorted(touched.probes)]
+    actions.invalidate += [(key.name, key.fence, key.lease) for key in others]
+    families = [keys.status_family(s) for s in sorted(touched.statuses)]
+    if not touched.all_customers:
+        families += [keys.customer_family(c) for c in sorted(touched.customers)]
+    families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
+    families += _every_models_price_families(touched, keys, model_ids)
+    actions.families = [(family, keys.family_fence(family)) for family in families]
+    if touched.dashboard and dashboard is not None:
+        actions.refresh.append(Refresh(keys.dashboard(), dashboard, settings.ttl_dashboard, None))
+    return actions
+
+
+def _every_models_price_families(
+    touched: Touched, keys: KeySchema, model_ids: Sequence[int]
+) -> list[str]:
+    """The price families a material or pricing rule change moves. Each model keeps them in
+    its own slot, so they move in every model's (the ids read after the commit include
+    every model whose prices could be cached: a deleted model's were made unreachable by
+    its own deletion)."""
+    if touched.all_prices:
+        return [keys.all_prices(model) for model in model_ids]
+    materials = sorted(touched.price_materials)
+    return [keys.price_family_of_material(m, model) for model in model_ids for m in materials]

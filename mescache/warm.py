@@ -1,11 +1,12 @@
 """Warm-up: fill the hot keys before traffic, so the first operator after a deploy or a
 Redis restart does not pay the miss.
 
-The hot keys are the dashboard, the newest orders, the first page of each status (at the
-default page size), the catalogue's names, the first page of the customers who ordered
-last, and the most requested prices (the request counter's top entries).
-Each is filled exactly as the API fills a miss: take the key's lease, read its fences,
-run the same query, store only if no fence moved (mescache.store). A key already cached is
+The hot keys are those the views of the catalogue (mescache.views) name: the dashboard,
+the newest orders, the first page of each status (at the default page size), the
+catalogue's names, the first page of the customers who ordered last, and the most
+requested prices (the request counter's top entries). Each is filled by the API's own
+fenced fill (mescache.fill): take the key's lease, read its fences, run the same query,
+store only if no fence moved. A key already cached is
 left alone; a key whose lease another reader holds is being filled already. Warm-up never
 deletes or rewrites a cached value. A counted price that no longer names a valid request
 (the model was deleted, the size no longer fits) is dropped from the counter.
@@ -17,21 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Literal, cast
+from typing import Literal
 
-from mescache import reads
 from mescache.db import Pool
 from mescache.errors import PricingError
+from mescache.fill import fenced_fill
 from mescache.keys import CacheKey, KeySchema
-from mescache.orders import STATUSES
-from mescache.pricing import PriceRequest
 from mescache.settings import CacheSettings
 from mescache.store import RedisStore
+from mescache.views import VIEWS, Lookup
 
 log = logging.getLogger("mescache.warm")
 
@@ -70,49 +68,21 @@ class WarmReport:
 async def hot_targets(
     store: RedisStore, keys: KeySchema, pool: Pool, settings: CacheSettings
 ) -> list[Target]:
-    """The keys to warm, the most requested prices last (most requested first among them)."""
-    limit, page = settings.new_orders_limit, settings.page_limit_default
-    targets = [
-        Target(keys.dashboard(), settings.ttl_dashboard, lambda: reads.dashboard_json(pool)),
-        Target(keys.new_orders(), settings.ttl_new, lambda: reads.newest_json(pool, limit)),
-    ]
-    for status in STATUSES:
-        targets.append(
-            Target(
-                keys.status_page(status, None, page),
-                settings.ttl_status,
-                partial(reads.status_page_json, pool, status, None, page),
-            )
-        )
-    targets.append(
-        Target(keys.catalogue(), settings.ttl_catalogue, partial(reads.catalogue_json, pool))
-    )
-    for customer in await reads.recent_customers(pool, settings.warm_customers):
-        targets.append(
-            Target(
-                keys.customer_page(customer, None, page),
-                settings.ttl_customer,
-                partial(reads.customer_page_json, pool, customer, None, page),
-            )
-        )
-    if settings.warm_prices:
-        top = cast(
-            list[bytes],
-            await store.redis.zrevrange(keys.price_requests(), 0, settings.warm_prices - 1),
-        )
-        for raw in top:
-            member = raw.decode()
-            try:
-                request = PriceRequest.from_member(member)
-            except PricingError:
-                await store.redis.zrem(keys.price_requests(), member)
-                continue
+    """The keys to warm: what each view of the catalogue (mescache.views) names, in its
+    order (the most requested prices last, most requested first among them)."""
+    lookup = Lookup(pool, settings, store, keys)
+    targets = []
+    for view in VIEWS.values():
+        if view.warm is None:
+            continue
+        for params in await view.warm(lookup):
+            counted = None if view.counter is None else view.counter(keys, params).member
             targets.append(
                 Target(
-                    keys.price(request.model_id, request.material_id, request.params()),
-                    settings.ttl_price,
-                    partial(reads.price_json, pool, request),
-                    counted=member,
+                    view.key(keys, params),
+                    view.ttl(settings),
+                    view.loader(pool, settings, params),
+                    counted,
                 )
             )
     return targets
@@ -120,19 +90,10 @@ async def hot_targets(
 
 async def fill(store: RedisStore, target: Target, lease: float) -> Outcome:
     """One fenced fill, as the API does it on a miss (without waiting for another filler)."""
-    token = secrets.token_hex(8)
-    ticket = await store.begin_fill(target.key, lease, token)
-    if ticket.value is not None:
-        return "cached"
-    if not ticket.leased:
-        return "busy"
-    try:
-        body = await target.load()
-    except BaseException:
-        await store.release(target.key, token)
-        raise
-    stored = await store.finish_fill(target.key, body, target.ttl, ticket.fence, token)
-    return "filled" if stored else "fenced"
+    filled = await fenced_fill(store, target.key, target.ttl, target.load, lease)
+    outcome = filled.outcome
+    assert outcome in ("cached", "busy", "filled", "fenced")  # without `failed`: Redis raises
+    return outcome
 
 
 async def warm_targets(

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 KILLED = frozenset({"killed", "timeout"})
+NOT_CHECKED = "not checked"
 
 
 def module_of(mutant: str) -> str:
@@ -43,11 +44,14 @@ def score(counts: Counter[str]) -> tuple[int, int]:
 
 
 def report(by_module: dict[str, Counter[str]]) -> tuple[list[str], float]:
-    """The report's lines and the overall score in percent."""
+    """The report's lines and the overall score in percent. A module none of whose mutants
+    was checked was not part of the run (``MUTATE=`` named others): it is left out."""
     lines = [f"{'module':<28} {'killed':>7} {'total':>6} {'score':>7}  other"]
     overall: Counter[str] = Counter()
     for module in sorted(by_module):
         counts = by_module[module]
+        if set(counts) == {NOT_CHECKED}:
+            continue
         overall.update(counts)
         lines.append(_row(module, counts))
     lines.append(_row("overall", overall))

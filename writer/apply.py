@@ -1,10 +1,11 @@
 """Applying one status change to PostgreSQL, idempotently.
 
-One transaction records the stream entry in ``write_behind_applied`` and moves the order,
-under the same condition as a synchronous PATCH (the move must be legal from the row's
-current status). The entry id is the primary key, so a replay (the writer died after the
-commit, before acknowledging in Redis) finds it and changes nothing; a replay racing the
-first attempt waits on the key and then does nothing either.
+One transaction records the stream entry in ``write_behind_applied`` and moves the order
+with the API's own write (mescache.writes), under the same condition as a synchronous
+PATCH (the move must be legal from the row's current status). The entry id is the primary
+key, so a replay (the writer died after the commit, before acknowledging in Redis) finds it
+and changes nothing; a replay racing the first attempt waits on the key and then does
+nothing either.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import tuple_row
 
-from mescache.orders import ALLOWED_FROM
+from mescache import writes
 from mescache.queries import query
 from writer.entries import StatusEntry
 from writer.errors import NoOutbox
@@ -52,12 +53,7 @@ async def status_in_database(conn: Connection, order_id: int) -> str | None:
 
 async def apply_entry(conn: Connection, entry: StatusEntry) -> Outcome:
     """Apply `entry` in one transaction on an autocommit connection."""
-    params = {
-        "entry": entry.entry,
-        "id": entry.order_id,
-        "to": entry.status,
-        "allowed_from": list(ALLOWED_FROM[entry.status]),
-    }
+    params = {"entry": entry.entry, "id": entry.order_id, "to": entry.status}
     outcome: Outcome
     async with conn.transaction() as txn, conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(query("wb_record_entry"), params)

@@ -55,6 +55,7 @@ from mescache.keys import KeySchema
 from mescache.pending import GROUP, PendingWrites
 from mescache.queries import query
 from mescache.redisconn import make_redis
+from mescache.writes import status_of
 from writer.apply import (
     Connection,
     EntryApplied,
@@ -63,7 +64,6 @@ from writer.apply import (
     apply_entry,
     listener_position,
     position,
-    status_in_database,
 )
 from writer.entries import StatusEntry, parse_entry, raw_fields
 from writer.errors import LockLost, MalformedEntry
@@ -347,7 +347,7 @@ class Writer:
                 attempts += 1
                 if attempts >= self.settings.writer_max_attempts:
                     async with severed_after(conn, bound):
-                        actual = await status_in_database(conn, entry.order_id)
+                        actual = await status_of(conn, entry.order_id)
                     return Rejected(f"failed {attempts} times: {exc}", actual)
                 delay = min(0.1 * 2**attempts, self.settings.writer_backoff_max)
                 log.warning(

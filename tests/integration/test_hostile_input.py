@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from api.limits import MAX_BODY_BYTES
-from api.routes import PARAMS_MAX_BYTES, PARAMS_MAX_DEPTH
+from api.routes.client import PARAMS_MAX_BYTES, PARAMS_MAX_DEPTH
 
 ORDER: dict[str, object] = {
     "customer": "anna",

@@ -43,6 +43,7 @@ async def test_warm_fills_the_hot_keys_and_the_most_requested_prices(
         "REDIS_URL": redis_url,
         "WARM_PRICES": "4",
         "WARM_CUSTOMERS": "2",
+        "TTL_NEW": "600",  # the second run must find the first one's keys, however slow
     }
     done = cli("warm", env=env)
     assert done.returncode == 0, done.stderr

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
-from cdc_listener.check import RECOMPUTE, describe_diff
+import pytest
+
+from cdc_listener.check import describe_diff
 from cdc_listener.lag_probe import SampleReport
 from mescache.keys import COMPANION, KEPT, TAG_SET, UNKNOWN, VALUE_KINDS, KeySchema
+from mescache.pricing import PriceRequest
+from mescache.views import VIEWS, Page
 
 
 def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
@@ -37,8 +42,29 @@ def test_every_name_the_schema_builds_classifies_back_to_its_key() -> None:
     assert KeySchema("shop1:").classify(KeySchema().order(1).name).kind == UNKNOWN  # another one
 
 
-def test_every_kind_with_a_database_value_has_a_comparison() -> None:
-    assert set(VALUE_KINDS) - set(RECOMPUTE) == {"probe"}
+def test_every_kind_with_a_database_value_is_a_view_of_the_catalogue() -> None:
+    assert set(VALUE_KINDS) - set(VIEWS) == {"probe"}
+    assert set(VIEWS) <= set(VALUE_KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(VIEWS))
+def test_a_views_parameters_read_back_from_its_key_name_build_the_same_key(kind: str) -> None:
+    view = VIEWS[kind]
+    examples: dict[str, object] = {
+        "order": 17,
+        "dashboard": None,
+        "new_orders": None,
+        "catalogue": None,
+        "status_page": Page("done", 99, 20),
+        "customer_page": Page("Zoë {VIP} *?: 50% / #1", None, 50),
+        "price": PriceRequest(5, 2, Decimal("17.5")),
+    }
+    for keys in (KeySchema(), KeySchema("shop1:")):
+        key = view.key(keys, examples[kind])
+        ref = keys.classify(key.name)
+        assert ref.kind == kind
+        assert view.parse(ref.params) == examples[kind]
+        assert ref.key == key
 
 
 def order(order_id: int, status: str) -> dict[str, object]:

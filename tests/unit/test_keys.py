@@ -17,7 +17,13 @@ from mescache.keys import (
     KeyRef,
     KeySchema,
     check_prefix,
+    decode_name,
+    encode_name,
 )
+
+# A customer's name holding what a key must not take raw: braces (the hash tag), SCAN's
+# special characters, a colon, a '#' (companions), a percent sign, spaces, non-ASCII.
+ODD = "Zoë {VIP} *?[x]: 50% #1 / \\ shop"
 
 
 def _slot(name: str) -> int:
@@ -80,6 +86,8 @@ def test_every_key_a_script_touches_shares_one_hash_slot(prefix: str) -> None:
         keys.probe(3),
         keys.status_page("in_progress", 900, 50),
         keys.price(5, 2, "size=17.5"),
+        keys.customer_page(ODD, 900, 50),
+        keys.catalogue(),
     ]
     for key in made:
         assert len({_slot(n) for n in _names(key)}) == 1, key
@@ -146,6 +154,9 @@ def _every_kind(keys: KeySchema) -> list[CacheKey]:
         keys.status_page("new", None, 50),
         keys.status_page("done", 900, 20),
         keys.price(5, 2, "size=17.5"),
+        keys.customer_page("Anna K.", None, 50),
+        keys.customer_page(ODD, 900, 20),
+        keys.catalogue(),
     ]
 
 
@@ -214,3 +225,51 @@ def test_the_change_channel_and_the_streams_are_names_of_their_own() -> None:
         own += [keys.price_requests(), keys.pending(1), keys.all_prices(1)]
         assert len(set(own)) == len(own)
         assert all(name.startswith(keys.prefix) for name in own)
+
+
+def test_a_customers_name_is_encoded_to_stay_inside_its_hash_tag() -> None:
+    encoded = encode_name(ODD)
+    assert set(encoded) <= set(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~%"
+    )
+    assert decode_name(encoded) == ODD
+    assert encode_name("Anna K.") == "Anna%20K."
+    keys = KeySchema("p:")
+    page = keys.customer_page(ODD, None, 50)
+    assert page.name == f"p:orders:{{customer:{encoded}}}:page:first:50"
+    assert page.tags == (keys.customer_family(ODD),)
+    assert page.fence == keys.family_fence(keys.customer_family(ODD))
+    assert keys.customer_page(ODD, 7, 20).name.endswith(":page:7:20")
+    # the hash tag is the whole encoded name: one slot per customer, whatever it holds
+    assert _slot(page.name) == _slot(f"{{customer:{encoded}}}")
+    assert keys.customer_family("a") != keys.customer_family("A")
+    ref = keys.classify(keys.customer_page(ODD, 7, 20).name)
+    assert ref == KeyRef(
+        "customer_page",
+        {"customer": encoded, "start": "7", "limit": "20"},
+        keys.customer_page(ODD, 7, 20),
+    )
+    assert keys.classify(keys.customer_family(ODD)) == KeyRef(TAG_SET, {})
+    assert keys.classify(keys.catalogue().name) == KeyRef("catalogue", {}, keys.catalogue())
+
+
+def test_a_customer_page_named_otherwise_than_its_builder_would_is_unknown() -> None:
+    keys = KeySchema()
+    for name in (
+        "orders:{customer:%41nna}:page:first:50",  # 'A' encoded: not how the schema spells it
+        "orders:{customer:%ff}:page:first:50",  # lower-case hex
+        "orders:{customer:%FF}:page:first:50",  # not UTF-8
+        "orders:{customer:Anna K.}:page:first:50",  # a raw space
+    ):
+        assert keys.classify(name) == KeyRef(UNKNOWN, {}), name
+
+
+def test_the_customers_pattern_matches_every_customers_keys_and_nothing_else() -> None:
+    for keys in (KeySchema(), KeySchema("p:")):
+        for name in _names(keys.customer_page(ODD, None, 50)):
+            assert fnmatchcase(name, keys.customers_pattern()), name
+        names = [key.name for key in _every_kind(keys)]
+        assert [n for n in names if fnmatchcase(n, keys.customers_pattern())] == [
+            keys.customer_page("Anna K.", None, 50).name,
+            keys.customer_page(ODD, 900, 20).name,
+        ]

@@ -45,3 +45,18 @@ def test_the_exit_status_says_whether_the_score_is_high_enough(
     assert "overall 50.0% is under 95.0%" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert mutation_score.main([]) == 2
+
+
+def test_a_module_left_out_of_the_run_is_left_out_of_the_score() -> None:
+    one_module = RESULTS + (
+        "    mescache.keys.x_check_prefix__mutmut_1: not checked\n"
+        "    mescache.keys.x_check_prefix__mutmut_2: not checked\n"
+        "    mescache.pricing.x_quote__mutmut_1: not checked\n"
+        "    mescache.pricing.x_quote__mutmut_2: killed\n"
+    )
+    lines, overall = mutation_score.report(mutation_score.tally(one_module.splitlines()))
+    rows = {line.split()[0]: line.split()[1:4] for line in lines[1:]}
+    assert "mescache.keys" not in rows
+    # a module that ran counts its unchecked mutants against the score
+    assert rows["mescache.pricing"] == ["1", "2", "50.0%"]
+    assert overall == pytest.approx(100.0 * 4 / 8)

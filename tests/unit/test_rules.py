@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cdc_listener.pgoutput import UNCHANGED
 from mescache.orders import STATUSES
-from mescache.rules import Change, Touched, touched_by
+from mescache.rules import Change, Touched, add_change, touched_by
 
 ANNA = "Anna K."
 
@@ -310,6 +310,10 @@ def test_the_new_targets_make_a_change_worth_applying_and_merge() -> None:
     both = Touched(customers={"a"})
     both.update(Touched(customers={"b"}))
     assert both.customers == {"a", "b"}
+    # a flag an earlier change raised stays raised
+    raised = Touched(all_customers=True, catalogue=True)
+    raised.update(Touched())
+    assert raised == Touched(all_customers=True, catalogue=True)
 
 
 def test_bound_swaps_many_customers_for_every_customer() -> None:
@@ -319,3 +323,11 @@ def test_bound_swaps_many_customers_for_every_customer() -> None:
     at_the_bound = Touched(customers={str(i) for i in range(10)})
     at_the_bound.bound(10)
     assert at_the_bound == Touched(customers={str(i) for i in range(10)})
+
+
+def test_a_later_change_of_another_table_keeps_the_catalogue_touched() -> None:
+    burst = Touched()
+    add_change(burst, Change("models", "update", {"id": "1"}, {"id": "1"}))
+    add_change(burst, Change("orders", "insert", None, order(2, "done")))
+    assert burst.catalogue
+    assert burst.customers == {ANNA}
