@@ -93,10 +93,12 @@ class NearCache:
         return len(self._entries)
 
     async def start(self) -> None:
+        """Start the invalidation channel, if this copy has one (tracked hits)."""
         if self.channel is not None:
             await self.channel.start()
 
     async def close(self) -> None:
+        """Stop the invalidation channel, if any."""
         if self.channel is not None:
             await self.channel.close()
 

@@ -48,6 +48,7 @@ class NearSeries(Collector):
         self.near = near
 
     def collect(self) -> Iterator[Metric]:
+        """The near hits by mode and the channel's state, read at scrape time."""
         counts, channel = self.near.counts, self.near.channel
         hits = CounterMetricFamily(
             "orders_api_near_hits",

@@ -40,11 +40,14 @@ _AMBIENT: Final = 0.28
 
 @dataclass(frozen=True, slots=True)
 class Colour:
+    """A shade's base colour, 0-255 per channel."""
+
     red: int
     green: int
     blue: int
 
     def scaled(self, factor: float) -> str:
+        """The colour scaled by `factor` (clamped), as `#rrggbb`."""
         r, g, b = (max(0, min(255, round(c * factor))) for c in (self.red, self.green, self.blue))
         return f"#{r:02x}{g:02x}{b:02x}"
 
@@ -79,6 +82,7 @@ class Camera:
 
     @classmethod
     def looking(cls, elevation: float, azimuth: float) -> Camera:
+        """A camera looking down at `elevation` and around at `azimuth` (radians)."""
         toward = (
             math.cos(elevation) * math.cos(azimuth),
             math.cos(elevation) * math.sin(azimuth),

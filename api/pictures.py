@@ -37,6 +37,7 @@ class Pictures:
         self._remembered = remembered
 
     def of(self, stored: bytes, size: int, title: str) -> str:
+        """The SVG of mesh bytes `stored` at `size`, drawn once per digest, size and title."""
         key = (hashlib.sha256(stored).digest() + title.encode(), size)
         svg = self._drawn.get(key)
         if svg is None:

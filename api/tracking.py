@@ -96,6 +96,7 @@ class MessageLog:
         self._recent: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=size)
 
     def note(self, names: frozenset[str] | None) -> None:
+        """Record an invalidation message (`names` None: a flush of everything)."""
         self.seq += 1
         self._recent.append((self.seq, names))
 
@@ -194,11 +195,13 @@ class TrackingChannel:
 
     @property
     def proven_now(self) -> bool:
+        """Whether the channel is proven now, for the current generation."""
         return self.proven(self.gen)
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Check that the server can track, then run the channel in the background."""
         probe = make_redis(self.url, self.timeout, 1)
         try:
             if is_cluster(probe):
@@ -210,6 +213,7 @@ class TrackingChannel:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        """Stop the channel; copies are served checked from now on."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

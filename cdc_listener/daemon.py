@@ -23,11 +23,11 @@ from redis.exceptions import RedisError
 from cdc_listener.apply import Applier
 from cdc_listener.endpoint import serving
 from cdc_listener.errors import SlotInUse
+from cdc_listener.lag_probe import Prober
 from cdc_listener.logical import LogicalSource
 from cdc_listener.master_watch import MasterWatch
 from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.notify import NotifySource
-from cdc_listener.lag_probe import Prober
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.sampler import Sampler, probe_forever
 from cdc_listener.settings import ListenerSettings

@@ -22,6 +22,7 @@ class Unchanged:
     _instance: ClassVar[Unchanged | None] = None
 
     def __new__(cls) -> Unchanged:
+        """The one instance, so `value is UNCHANGED` can be trusted."""
         # A second instance would make `value is UNCHANGED` silently false.
         if cls._instance is None:
             cls._instance = super().__new__(cls)

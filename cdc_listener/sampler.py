@@ -55,8 +55,8 @@ from redis.asyncio import Redis, RedisCluster
 
 from cdc_listener.apply import Batch
 from cdc_listener.check import Checker, Compared
-from cdc_listener.metrics import ListenerMetrics
 from cdc_listener.lag_probe import Prober
+from cdc_listener.metrics import ListenerMetrics
 from mescache.db import Pool
 from mescache.errors import CacheLayerError
 from mescache.keys import KeySchema
@@ -94,9 +94,11 @@ class Window:
         self._stale: deque[float] = deque()
 
     def checked(self) -> None:
+        """Count one comparison, now."""
         self._checks.append(self._clock())
 
     def found_stale(self) -> None:
+        """Count one stale find, now."""
         self._stale.append(self._clock())
 
     def counts(self) -> tuple[int, int]:
@@ -302,6 +304,7 @@ class Sampler:
         await self.redis.set(self.keys.consistency(), body, px=round(FIGURE_TTL * 1000))
 
     def update_gauge(self) -> None:
+        """Set the nines gauge from the window's counts."""
         checks, stale = self.window.counts()
         self.metrics.consistency_nines = nines(checks, stale)
 

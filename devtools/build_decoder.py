@@ -106,6 +106,7 @@ def build() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the compiled decoder when its source changed; 0 also when no compiler (pure path)."""
     parser = argparse.ArgumentParser(prog="build_decoder", description=__doc__.split("\n")[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument("--check", action="store_true", help="exit 1 unless up to date")

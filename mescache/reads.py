@@ -72,6 +72,8 @@ async def recent_customers(pool: Pool, limit: int) -> list[str]:
 
 
 class ModelName(TypedDict):
+    """A model's names in the catalogue view."""
+
     id: int
     sku: str
     name: str
@@ -79,6 +81,8 @@ class ModelName(TypedDict):
 
 
 class MaterialName(TypedDict):
+    """A material's names in the catalogue view."""
+
     id: int
     code: str
     name: str

@@ -142,6 +142,7 @@ class PackingConnection(Connection):
     same bytes in one pass (a command of many keys no longer costs a copy per key)."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        """The command's RESP bytes in one buffer (redis-py's packing when not plain UTF-8)."""
         encoder = self.encoder
         if encoder.encoding == "utf-8" and encoder.encoding_errors == "strict":
             packed = resp.pack(args)

@@ -16,7 +16,6 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import tuple_row
 
-from mescache import writes
 from mescache.queries import query
 from writer.entries import StatusEntry
 from writer.errors import NoOutbox

@@ -44,6 +44,8 @@ async def read_view(ctx: AppContext, view: View[P], params: P) -> Read:
 def json_response(
     body: bytes, hit: bool | None = None, status_code: int = 200, pending: Overlay | None = None
 ) -> Response:
+    """Cached bytes as a JSON response: `X-Cache` when `hit` is known, and the pending
+    write-behind entry's header when an overlay was merged."""
     headers = {} if hit is None else {"X-Cache": "hit" if hit else "miss"}
     if pending is not None:
         headers[write_behind.PENDING_HEADER] = pending.entry

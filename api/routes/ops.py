@@ -1,14 +1,12 @@
-"""Operations: liveness, readiness and metrics (open), and the bench's bare route."""
+"""Operations: liveness, readiness and metrics (open)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.auth import require_operator
 from api.context import Ctx
 from api.probes import readiness
-from api.routes.common import json_response
 
 router = APIRouter()
 
@@ -40,15 +38,3 @@ async def readyz(ctx: Ctx) -> Response:
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus metrics of this process (text exposition format)."""
     return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get(
-    "/bench/dashboard-bare", dependencies=[Depends(require_operator)], include_in_schema=False
-)
-async def dashboard_bare(ctx: Ctx) -> Response:
-    """The dashboard's bytes captured at start-up, served from memory through the same
-    dependencies as the real route: the ceiling a cache hit is measured against. Exists
-    only with API_BENCH_ROUTES (bench/)."""
-    if ctx.bare_dashboard is None:
-        raise HTTPException(404, "Not Found")
-    return json_response(ctx.bare_dashboard, hit=True)
