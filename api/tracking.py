@@ -67,7 +67,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from mescache.errors import CacheLayerError
+from mescache.errors import Retryable
 from mescache.redisconn import is_cluster, make_redis
 from mescache.store import RedisStore
 
@@ -113,7 +113,7 @@ class MessageLog:
         )
 
 
-class ChannelEnded(CacheLayerError):
+class ChannelEnded(Retryable):
     """The subscription stopped delivering: silent, unsubscribed, or an unexpected reply
     (retryable: the channel is rebuilt, near hits are checked meanwhile)."""
 

@@ -58,7 +58,7 @@ from cdc_listener.check import Checker, Compared
 from cdc_listener.lag_probe import Prober
 from cdc_listener.metrics import ListenerMetrics
 from mescache.db import Pool
-from mescache.errors import CacheLayerError
+from mescache.errors import MesCacheError
 from mescache.keys import KeySchema
 from mescache.redisconn import is_cluster
 from mescache.settings import CacheSettings
@@ -323,7 +323,7 @@ class Sampler:
                     if self._clock() - published >= PUBLISH_EVERY:
                         published = self._clock()
                         await self.publish()
-                except (*REDIS_FAILURES, psycopg.Error, OSError, CacheLayerError) as exc:
+                except (*REDIS_FAILURES, psycopg.Error, OSError, MesCacheError) as exc:
                     log.debug("consistency sample failed", extra={"error": str(exc)})
             self.update_gauge()
             # Never catch up in a burst: a slow tick delays the next, it does not add one.

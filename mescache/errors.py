@@ -45,9 +45,6 @@ class Fatal(MesCacheError):
     """Trying again cannot help: a misconfiguration, an unsupported version or bad input."""
 
 
-# The former name of the root, for code written against it.
-CacheLayerError = MesCacheError
-
 # Transient failures of the libraries below:
 # - psycopg's OperationalError: the connection was lost or refused, a statement timed out,
 #   a server is shutting down or in recovery;
