@@ -94,6 +94,12 @@ async def test_three_api_processes_share_fills_and_follow_every_change(
                 open_streams(bases[1], 1) as (second,),
                 open_streams(bases[2], 1) as (third,),
             ):
+                for base in bases:  # "ready" comes before a process's feed follows Redis
+
+                    async def live(b: str = base) -> bool:
+                        return bool((await http.get(b + "/stats")).json()["live"])
+
+                    await eventually(live, f"{base} follows the change channel")
                 with psycopg.connect(database_url, autocommit=True) as conn:
                     conn.execute("UPDATE orders SET status = 'cancelled' WHERE id = %s", [order_id])
                 for stream in (first, second, third):
