@@ -24,11 +24,13 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "cdc_listener"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "cdc_listener"
 SOURCE = PACKAGE / "pgoutput.py"
 NATIVE = "_pgoutput_native"
-# Imported by the decoder's source: copied beside it so mypy resolves them in the build tree.
-SIBLINGS = ("errors.py", "pgoutput_messages.py")
+# Imported by the decoder's source (and by those, in turn): copied into the build tree so mypy
+# resolves them there; only the decoder itself is compiled.
+SIBLINGS = ("cdc_listener/errors.py", "cdc_listener/pgoutput_messages.py", "mescache/errors.py")
 
 
 def source_digest(source: Path = SOURCE) -> str:
@@ -72,10 +74,12 @@ def build() -> Path:
     with tempfile.TemporaryDirectory(prefix="mescache-decoder-") as tmp:
         root = Path(tmp)
         package = root / "cdc_listener"
-        package.mkdir()
-        (package / "__init__.py").write_text("")
         for name in SIBLINGS:
-            shutil.copyfile(PACKAGE / name, package / name)
+            copy = root / name
+            if not copy.parent.exists():
+                copy.parent.mkdir()
+                (copy.parent / "__init__.py").write_text("")
+            shutil.copyfile(ROOT / name, copy)
         text = SOURCE.read_text(encoding="utf-8")
         line = f'\nSOURCE_SHA256: Final = "{digest}"  # written by devtools/build_decoder.py\n'
         (package / f"{NATIVE}.py").write_text(text + line, encoding="utf-8")
