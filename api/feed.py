@@ -186,7 +186,7 @@ class ChangeFeed:
         for subscription in targets:
             subscription.push(event)
 
-    def _queue_for_clients(self, orders: list[int] | None) -> None:
+    def _pass_to_clients(self, orders: list[int] | None) -> None:
         if not self._clients:
             return  # nobody to tell: no lookup either
         try:
@@ -278,11 +278,11 @@ class ChangeFeed:
         self._broadcast(FeedEvent("change", data))
         orders = data.get("orders")
         if orders is None:
-            self._queue_for_clients(None)
+            self._pass_to_clients(None)
         elif isinstance(orders, list):
             ids = [i for i in orders if isinstance(i, int) and not isinstance(i, bool)]
             if ids:
-                self._queue_for_clients(ids)
+                self._pass_to_clients(ids)
 
 
 def change_feed(

@@ -17,7 +17,7 @@ A `View` says what a reader asks for (its parameters, `P`), and from them:
 
 Readers: the routes (`key`, `ttl`, `load`), warm-up (`warm`), the checker (`parse`, `load`,
 `absent`), the rule (`tables`). A new view is one entry here, its key name in the key
-schema, its SQL in sql/queries.sql and its route.
+schema, its SQL in mescache/sql/queries.sql and its route.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import tuple_row
 
+from mescache import writes
 from mescache.queries import query
 from writer.entries import StatusEntry
 from writer.errors import NoOutbox
@@ -43,13 +44,6 @@ Outcome = EntryApplied | Rejected
 Connection = psycopg.AsyncConnection[Any]
 
 
-async def status_in_database(conn: Connection, order_id: int) -> str | None:
-    """The order's status in PostgreSQL; None if there is no such order."""
-    cur = await conn.execute(query("status_of"), {"id": order_id})
-    row = await cur.fetchone()
-    return None if row is None else str(row[0])
-
-
 async def apply_entry(conn: Connection, entry: StatusEntry) -> Outcome:
     """Apply `entry` in one transaction on an autocommit connection."""
     params = {"entry": entry.entry, "id": entry.order_id, "to": entry.status}
@@ -58,10 +52,9 @@ async def apply_entry(conn: Connection, entry: StatusEntry) -> Outcome:
         await cur.execute(query("wb_record_entry"), params)
         if await cur.fetchone() is None:
             return EntryApplied(replay=True)
-        await cur.execute(query("move_status"), params)
-        if await cur.fetchone() is not None:
+        if await writes.move_status(conn, entry.order_id, entry.status) is not None:
             return EntryApplied(replay=False)
-        actual = await status_in_database(conn, entry.order_id)
+        actual = await writes.status_of(conn, entry.order_id)
         if actual is None:
             outcome = Rejected(f"unknown order {entry.order_id}", None)
         else:
