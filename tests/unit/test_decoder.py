@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from cdc_listener import decoder, pgoutput
 from cdc_listener.decoder import Decode, load_decoder
 from cdc_listener.errors import DecodeError
-from tests.unit.test_pgoutput import IDS, KINDS, PAYLOADS
+from tests.unit.test_pgoutput import IDS, KINDS, PAYLOADS, mutated_payload
 
 FUZZ = settings(
     database=None, deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
@@ -88,17 +88,7 @@ def test_fuzz_random_bodies_of_known_types_the_same(kind: str, body: bytes) -> N
 @FUZZ
 @given(st.data())
 def test_fuzz_mutated_captured_payloads_the_same(data: st.DataObject) -> None:
-    payload = bytearray(data.draw(st.sampled_from(PAYLOADS)))
-    for _ in range(data.draw(st.integers(1, 4))):
-        position = data.draw(st.integers(0, len(payload) - 1))
-        action = data.draw(st.sampled_from(["set", "insert", "delete"]))
-        if action == "set":
-            payload[position] = data.draw(st.integers(0, 255))
-        elif action == "insert":
-            payload[position:position] = data.draw(st.binary(min_size=1, max_size=8))
-        elif len(payload) > 1:
-            del payload[position]
-    same(bytes(payload))
+    same(mutated_payload(data))
 
 
 # The choice.

@@ -353,6 +353,21 @@ def decodes_or_fails_cleanly(payload: bytes) -> None:
     assert isinstance(message, tuple(KINDS.values()))
 
 
+def mutated_payload(data: st.DataObject) -> bytes:
+    """A captured payload with one to four bytes set, inserted or deleted."""
+    payload = bytearray(data.draw(st.sampled_from(PAYLOADS)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(payload) - 1))
+        action = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        if action == "set":
+            payload[position] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            payload[position:position] = data.draw(st.binary(min_size=1, max_size=8))
+        elif len(payload) > 1:
+            del payload[position]
+    return bytes(payload)
+
+
 @FUZZ
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes(payload: bytes) -> None:
@@ -368,17 +383,7 @@ def test_fuzz_random_bodies_of_known_types(kind: str, body: bytes) -> None:
 @FUZZ
 @given(st.data())
 def test_fuzz_mutated_captured_payloads(data: st.DataObject) -> None:
-    payload = bytearray(data.draw(st.sampled_from(PAYLOADS)))
-    for _ in range(data.draw(st.integers(1, 4))):
-        position = data.draw(st.integers(0, len(payload) - 1))
-        action = data.draw(st.sampled_from(["set", "insert", "delete"]))
-        if action == "set":
-            payload[position] = data.draw(st.integers(0, 255))
-        elif action == "insert":
-            payload[position:position] = data.draw(st.binary(min_size=1, max_size=8))
-        elif len(payload) > 1:
-            del payload[position]
-    decodes_or_fails_cleanly(bytes(payload))
+    decodes_or_fails_cleanly(mutated_payload(data))
 
 
 def test_row_changes_keep_their_relation_oid() -> None:
