@@ -18,14 +18,12 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import WrkResult, wrk
 from bench.report import Section, Target, ms, rate, ratio
-from bench.stack import Stack, api_env, get, spawn, start_api, stop
+from bench.stack import Stack, api_env, get, start_api, start_server, stop
 from devtools.devstack import free_port
 
 CONNECTIONS = 32
@@ -61,22 +59,8 @@ def start_reference(
     kind: str, body_file: Path, workers: int
 ) -> tuple[subprocess.Popen[bytes], int]:
     """A reference app of bench/reference_apps.py, once it answers."""
-    port = free_port()
-    proc = spawn(
-        ["bench.reference_apps", kind],
-        {"BENCH_BODY_FILE": str(body_file), "PORT": str(port), "WORKERS": str(workers)},
-    )
-    deadline = time.monotonic() + 180  # a loaded machine can take a minute to start it
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-            return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-    stop(proc)
-    raise RuntimeError(f"reference app {kind} did not start")
+    env = {"BENCH_BODY_FILE": str(body_file), "WORKERS": str(workers)}
+    return start_server(["bench.reference_apps", kind], env, "/", f"reference app {kind}")
 
 
 def _measure(

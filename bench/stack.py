@@ -107,21 +107,28 @@ def api_env(stack: Stack, redis_url: str | None = None, **extra: str) -> dict[st
     }
 
 
-def start_api(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    """`orders-api` as in production (uvicorn, uvloop, httptools, a worker per core)."""
+def start_server(
+    module: list[str], env: dict[str, str], path: str, what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A server process on a free port (`PORT`), once it answers `path`."""
     port = free_port()
-    proc = spawn(["api.main"], {**env, "PORT": str(port)})
+    proc = spawn(module, {**env, "PORT": str(port)})
     deadline = time.monotonic() + 180  # a loaded machine can take a minute to start it
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1)
             return proc, port
         except OSError:
             if proc.poll() is not None:
                 break
             time.sleep(0.1)
     stop(proc)
-    raise RuntimeError("orders-api did not start")
+    raise RuntimeError(f"{what} did not start")
+
+
+def start_api(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`orders-api` as in production (uvicorn, uvloop, httptools, a worker per core)."""
+    return start_server(["api.main"], env, "/healthz", "orders-api")
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
