@@ -7,13 +7,25 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install decoder run test lint typecheck unit mutation browser promtool screenshot bench soak clean
+.PHONY: install lock decoder run test lint typecheck unit mutation browser promtool screenshot bench soak clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Renews constraints.txt: the newest releases pyproject.toml allows, in a fresh venv. Run
+# make test after it; commit both only if it passes.
+lock:
+	rm -rf $(VENV).lock
+	$(PYTHON) -m venv $(VENV).lock
+	$(VENV).lock/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	{ sed -n '1,2p' constraints.txt; \
+	  $(VENV).lock/bin/pip freeze --exclude-editable | grep -v '^mes-orders-cache'; } \
+	  > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(VENV).lock
 
 install: $(STAMP) decoder
 

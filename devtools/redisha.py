@@ -32,6 +32,8 @@ import redis
 from devtools.devstack import StackError, ensure_binaries
 
 MAX_PORT: Final = 55535  # the cluster bus is the port + 10000, and must stay under 65536
+_BUS_OFFSET: Final = 10_000
+_LOWEST_PORT: Final = 10_000
 _WAIT: Final = 30.0
 
 
@@ -40,12 +42,26 @@ class HaError(StackError):
 
 
 def free_port_pair() -> int:
-    """A loopback port p <= 55535 with p and p + 10000 both free."""
+    """A loopback port p <= 55535 with p and p + 10000 both free, both below the kernel's
+    ephemeral range where it leaves room: a port free now but inside that range can be
+    taken by any outgoing connection before the node binds it (seen as a node that exits
+    at start)."""
+    top = min(MAX_PORT, _ephemeral_low() - 1 - _BUS_OFFSET)
+    if top - _LOWEST_PORT < 1000:
+        top = MAX_PORT
     for _ in range(200):
-        port = random.randint(20_000, MAX_PORT)
-        if all(_bindable(p) for p in (port, port + 10_000)):
+        port = random.randint(_LOWEST_PORT, top)
+        if all(_bindable(p) for p in (port, port + _BUS_OFFSET)):
             return port
-    raise HaError("no free port pair below 55535")
+    raise HaError(f"no free port pair below {top}")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default where unreadable)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _bindable(port: int) -> bool:
@@ -94,7 +110,15 @@ class Node:
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_until(f"redis on port {self.port}", self.pings, 15)
+        wait_until(f"redis on port {self.port}", self._started, 15)
+
+    def _started(self) -> bool:
+        """Whether the node answers PING; HaError at once if it exited (its log's end)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            log = self.workdir / "redis.log"
+            tail = log.read_text(errors="replace").splitlines()[-3:] if log.exists() else []
+            raise HaError(f"redis on port {self.port} exited at start: {' | '.join(tail)}")
+        return self.pings()
 
     @property
     def alive(self) -> bool:
@@ -422,11 +446,17 @@ class LocalSentinel:
         return replica
 
     def heal(self) -> None:
-        """Restart a killed data node; Sentinel makes it the new master's replica."""
+        """Restart a killed data node as the current master's replica.
+
+        Restarted as a plain master, the node would wait for Sentinel to convert it, which
+        Sentinel does only after seconds of stable role reports and never in its TILT mode
+        (entered whenever its timer runs late, as on a loaded machine): the wait could
+        outlast any deadline. Sentinel learns of the replica from the master's INFO.
+        """
+        master = self.master()
         for node in self.data:
             if not node.alive:
-                node.start()
-        master = self.master()
+                node.start("--replicaof", "127.0.0.1", str(master.port))
         wait_until(
             "the replica back in sync",
             lambda: all(

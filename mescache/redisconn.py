@@ -49,10 +49,9 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub
-from redis.asyncio.retry import Retry as ClusterRetry
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from mescache import resp
 from mescache.errors import Fatal
@@ -134,6 +133,8 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 
 def _no_retry() -> Retry:
+    # The asyncio Retry: redis-py 8 warns (an error under our warning filter) when an
+    # asyncio client is handed the synchronous one.
     return Retry(NoBackoff(), 0)
 
 
@@ -210,13 +211,13 @@ def _client(
             socket_keepalive=True,
             # No retried calls; a MOVED or ASK redirect is still followed (it is not a
             # failure), and a failed call makes the next one reload the slot map.
-            retry=ClusterRetry(NoBackoff(), 0),
+            retry=_no_retry(),
             ssl=target.tls,
             **auth,
             **extra,
         )
         return cast(Redis, cluster)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    sentinel = Sentinel(
         list(target.nodes),
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": connect},
     )

@@ -24,7 +24,11 @@ from tests.integration.listener_fixtures import eventually, listener_settings, s
 # Exported only by a listener in notify mode (the test runs one in logical mode).
 NOTIFY_ONLY = {"cdc_listener_outbox_backlog"}
 # Polled on an ordinary connection after start-up, so absent from the first scrapes.
-POLLED = {"cdc_listener_slot_retained_wal_bytes", "cdc_listener_write_behind_dead_letters"}
+POLLED = {
+    "cdc_listener_slot_retained_wal_bytes",
+    "cdc_listener_slot_lag_bytes",
+    "cdc_listener_write_behind_dead_letters",
+}
 
 
 def sample_names(text: str) -> set[str]:
