@@ -56,6 +56,15 @@ class KeyVerifier:
         self._lookups = asyncio.Semaphore(max_lookups)
         self.queries = 0  # lookups that reached the database
 
+    def remembered(self, digest: bytes) -> Principal | None:
+        """The principal of a key verified within `ttl`, from memory alone; None when the
+        key is not remembered, not fresh, or remembered as no active key."""
+        entry = self._entries.get(digest)
+        if entry is None or entry.fresh_until <= self._clock():
+            return None
+        self._entries.move_to_end(digest)
+        return entry.principal
+
     async def verify(self, digest: bytes) -> Principal | None:
         """The principal of the key with this SHA-256 digest, None for no active key: from memory
         while fresh, else one lookup per digest at a time."""

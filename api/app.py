@@ -24,6 +24,7 @@ from api.apikey_cache import KeyVerifier, Lookup
 from api.apikeys import Principal
 from api.breaker import RedisBreaker
 from api.context import AppContext
+from api.direct_hits import OrdersApi
 from api.feed import change_feed
 from api.metrics import ApiMetrics
 from api.nearmode import near_cache
@@ -205,7 +206,7 @@ def create_app(settings: ApiSettings | None = None, *, settle_heap: bool = False
         finally:
             await _shutdown(app.state.ctx, provisioning)
 
-    app = FastAPI(
+    app = OrdersApi(
         title="MES orders API",
         summary="Orders served from Redis, kept right by PostgreSQL's change stream.",
         version="0.1.0",

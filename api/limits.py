@@ -72,7 +72,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = _with_security_headers(send)
+        send = with_security_headers(send)
         headers = Headers(scope=scope)
         length = headers.get("content-length")
         if length is None and "transfer-encoding" not in headers:
@@ -160,7 +160,9 @@ def _text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _with_security_headers(send: Send) -> Send:
+def with_security_headers(send: Send) -> Send:
+    """`send` that adds `SECURITY_HEADERS` to a response's start (those it lacks)."""
+
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = MutableHeaders(scope=message)

@@ -28,9 +28,11 @@ also feed /stats and the dashboard's hit ratio).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from api.breaker import RedisBreaker
 from api.demand import Demand
@@ -41,6 +43,15 @@ from mescache.keys import CacheKey
 from mescache.store import FENCE_TTL_MS, REDIS_FAILURES, Counter, RedisStore
 
 log = logging.getLogger("api.cache")
+
+
+class _Bypass(enum.Enum):
+    """What `_cached` returns when Redis must not be asked (the breaker is open)."""
+
+    BYPASS = enum.auto()
+
+
+_BYPASS: Final = _Bypass.BYPASS
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +131,33 @@ class ReadThrough:
         self.metrics.db_reads += 1
         return await load()
 
+    async def hit(self, key: CacheKey) -> bytes | None:
+        """The key's cached value if the cache holds a valid one (counted as a hit), else
+        None, having changed nothing: no fill, no database read, no lease."""
+        value = await self._cached(key)
+        if value is None or value is _BYPASS:
+            return None
+        self.metrics.hits += 1
+        return value
+
     async def _get(self, key: CacheKey, ttl: float, load: Loader) -> Read:
+        value = await self._cached(key)
+        if value is _BYPASS:
+            return Read(await self._load(load), hit=False)
+        if value is not None:
+            return Read(value, hit=True)
+        if not self.single_flight:
+            return await self._fill(key, ttl, load)
+        return await self._fill_once(key, ttl, load)
+
+    async def _cached(self, key: CacheKey) -> bytes | _Bypass | None:
+        """The valid cached value, None on a miss, or `_BYPASS` when Redis is not to be
+        asked (the breaker is open, or the call just failed and tripped it)."""
         tracked = self.near.tracked_hit(key.name)  # a copy the proven channel vouches for
         if tracked is not None:
-            return Read(tracked, hit=True)
+            return tracked
         if not self.breaker.allow():
-            return Read(await self._load(load), hit=False)
+            return _BYPASS
         try:
             if self.near.wants(key.name):
                 value = await self._near_get(key)
@@ -135,13 +167,9 @@ class ReadThrough:
                     self.near.note_large(key.name, value)
         except REDIS_FAILURES as exc:
             self.breaker.failed(exc)
-            return Read(await self._load(load), hit=False)
+            return _BYPASS
         self.breaker.succeeded()
-        if value is not None:
-            return Read(value, hit=True)
-        if not self.single_flight:
-            return await self._fill(key, ttl, load)
-        return await self._fill_once(key, ttl, load)
+        return value
 
     async def _near_get(self, key: CacheKey) -> bytes | None:
         """The value, from this process if Redis confirms its token, else from Redis; a check
