@@ -159,8 +159,7 @@ class Applier:
 
         def queue(cmds: Commands) -> None:
             store.queue_invalidate_names(cmds, actions.invalidate)
-            for family, fence in actions.families:
-                store.queue_invalidate_family(cmds, family, fence)
+            store.queue_invalidate_families(cmds, actions.families)
             for r in actions.refresh:
                 store.queue_refresh(cmds, r.key, r.body, r.ttl, r.version)
 

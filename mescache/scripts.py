@@ -36,7 +36,8 @@ end
 """
 )
 
-# Moves a fence: +1, or the clock when it vanished (never back to a value read before).
+# Moves a fence: +1, or the clock when it vanished (never back to a value read before). A
+# refresh writes the value beside it, which a near copy can keep only under a fence.
 _BUMP = (
     _CLOCK
     + """
@@ -168,34 +169,53 @@ return #counts / 2
 # Invalidations delete even on a full noeviction Redis (allow-oom); their keys are declared.
 _LISTENER = "#!lua flags=allow-oom\n"
 
+# Moves a fence that exists; a missing one stays missing. No fill can have read a fence
+# that is not there: one that read it before it vanished finds it missing at its finish and
+# stores nothing, and one that begins later creates it anew from the clock. So an
+# invalidation of a key nobody filled (most keys, when a backlog is replayed) creates
+# nothing.
+_MOVE = """
+local function move(name, ttl)
+  if redis.call('EXISTS', name) == 1 then
+    redis.call('INCR', name)
+    redis.call('PEXPIRE', name, ttl)
+  end
+end
+"""
+
 # KEYS holds (value, fence, lease) triples, all of one slot on a cluster; ARGV = the fence
 # TTL. One call invalidates a whole slice of keys.
 INVALIDATE = (
     _LISTENER
-    + _BUMP
+    + _MOVE
     + """
 for i = 1, #KEYS, 3 do
   redis.call('DEL', KEYS[i], KEYS[i + 2])
-  bump(KEYS[i + 1], ARGV[1])
+  move(KEYS[i + 1], ARGV[1])
 end
 return #KEYS / 3
 """
 )
 
-# KEYS = tag set, fence; ARGV = the fence TTL. Moving the fence is what invalidates the
-# members (each checks it on every read); deleting those the tag set lists frees them
-# early. Members are deleted in slices: unpack() of a huge table overflows Lua's stack.
-INVALIDATE_FAMILY = (
+# KEYS holds (tag set, fence) pairs, all of one slot on a cluster; ARGV = the fence TTL.
+# Moving a family's fence is what invalidates its members (each checks it on every read);
+# deleting those the tag set lists frees them early. Members are deleted in slices:
+# unpack() of a huge table overflows Lua's stack. Replies the members deleted.
+INVALIDATE_FAMILIES = (
     _LISTENER
-    + _BUMP
+    + _MOVE
     + """
-bump(KEYS[2], ARGV[1])
-local members = redis.call('SMEMBERS', KEYS[1])
-for i = 1, #members, 500 do
-  redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
+local deleted = 0
+for f = 1, #KEYS, 2 do
+  move(KEYS[f + 1], ARGV[1])
+  local members = redis.call('SMEMBERS', KEYS[f])
+  for i = 1, #members, 500 do
+    redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
+  end
+  redis.call('DEL', KEYS[f])
+  deleted = deleted + #members
 end
-redis.call('DEL', KEYS[1])
-return #members
+return deleted
 """
 )
 

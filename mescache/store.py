@@ -168,7 +168,7 @@ class RedisStore:
         self._count = redis.register_script(scripts.COUNT)
         self._observe = redis.register_script(scripts.OBSERVE)
         self._invalidate = redis.register_script(scripts.INVALIDATE)
-        self._invalidate_family = redis.register_script(scripts.INVALIDATE_FAMILY)
+        self._invalidate_families = redis.register_script(scripts.INVALIDATE_FAMILIES)
         self._refresh = redis.register_script(scripts.REFRESH)
 
     async def _guarded(self, call: Awaitable[T]) -> T:
@@ -330,7 +330,7 @@ class RedisStore:
         except NoScriptError:
             for script in (
                 self._invalidate,
-                self._invalidate_family,
+                self._invalidate_families,
                 self._refresh,
                 self._count,
                 self._observe,
@@ -397,23 +397,35 @@ class RedisStore:
     ) -> None:
         """Invalidate keys given as (value, fence, lease) names (KeySchema.order_names).
         On a cluster each call holds keys of one slot only."""
-        sha = self._invalidate.sha
-        groups: list[Sequence[tuple[str, str, str]]] = [triples]
-        if self.cluster:
-            by_slot: dict[int, list[tuple[str, str, str]]] = {}
-            for triple in triples:
-                by_slot.setdefault(key_slot(triple[0].encode()), []).append(triple)
-            groups = list(by_slot.values())
-        for group in groups:
-            for start in range(0, len(group), _INVALIDATE_SLICE):
-                names = [
-                    name for triple in group[start : start + _INVALIDATE_SLICE] for name in triple
-                ]
-                cmds.evalsha(sha, len(names), *names, FENCE_TTL_MS)
+        self._queue_sliced(cmds, self._invalidate.sha, triples)
 
     def queue_invalidate_family(self, cmds: Commands, family: str, fence: str) -> None:
         """Queue the invalidation of a family: every member's fence moves at once."""
-        cmds.evalsha(self._invalidate_family.sha, 2, family, fence, FENCE_TTL_MS)
+        self.queue_invalidate_families(cmds, [(family, fence)])
+
+    def queue_invalidate_families(self, cmds: Commands, pairs: Sequence[tuple[str, str]]) -> None:
+        """Invalidate families given as (tag set, fence) names, as few calls as the slice
+        allows (on a cluster, of one slot each)."""
+        self._queue_sliced(cmds, self._invalidate_families.sha, pairs)
+
+    def _queue_sliced(
+        self, cmds: Commands, sha: str, groups_of_names: Sequence[tuple[str, ...]]
+    ) -> None:
+        """One call of the script `sha` per slice of `_INVALIDATE_SLICE` name groups (a key's
+        or a family's names, all of one slot), each slice of one slot on a cluster; the
+        fence TTL is its one argument."""
+        slices: list[Sequence[tuple[str, ...]]] = [groups_of_names]
+        if self.cluster:
+            by_slot: dict[int, list[tuple[str, ...]]] = {}
+            for names in groups_of_names:
+                by_slot.setdefault(key_slot(names[0].encode()), []).append(names)
+            slices = list(by_slot.values())
+        for group in slices:
+            for start in range(0, len(group), _INVALIDATE_SLICE):
+                flat = [
+                    name for names in group[start : start + _INVALIDATE_SLICE] for name in names
+                ]
+                cmds.evalsha(sha, len(flat), *flat, FENCE_TTL_MS)
 
     def queue_refresh(
         self, cmds: Commands, key: CacheKey, value: bytes, ttl_s: float, version: str | None
