@@ -133,7 +133,13 @@ class ReadThrough:
 
     async def hit(self, key: CacheKey) -> bytes | None:
         """The key's cached value if the cache holds a valid one (counted as a hit), else
-        None, having changed nothing: no fill, no database read, no lease."""
+        None: no fill, no database read, no lease. While the breaker is tripped it asks
+        nothing of Redis (the caller's full read probes it); a failure trips it."""
+        if self.breaker.state != "closed":
+            tracked = self.near.tracked_hit(key.name)
+            if tracked is not None:
+                self.metrics.hits += 1
+            return tracked
         value = await self._cached(key)
         if value is None or value is _BYPASS:
             return None

@@ -158,8 +158,7 @@ class Applier:
             flushed += await store.flush_matching(pattern, keys.outlives_flush)
 
         def queue(cmds: Commands) -> None:
-            store.queue_invalidate_names(cmds, actions.invalidate)
-            store.queue_invalidate_families(cmds, actions.families)
+            store.queue_invalidations(cmds, actions.invalidate, actions.families)
             for r in actions.refresh:
                 store.queue_refresh(cmds, r.key, r.body, r.ttl, r.version)
 

@@ -183,31 +183,24 @@ local function move(name, ttl)
 end
 """
 
-# KEYS holds (value, fence, lease) triples, all of one slot on a cluster; ARGV = the fence
-# TTL. One call invalidates a whole slice of keys.
+# KEYS holds ARGV[1] (value, fence, lease) triples of keys, then (tag set, fence) pairs of
+# families, all of one slot on a cluster; ARGV = the number of triples, the fence TTL. One
+# call invalidates a whole slice of a batch. A key's value and lease go and its fence moves.
+# Moving a family's fence is what invalidates its members (each checks it on every read);
+# deleting those the tag set lists frees them early, in slices: unpack() of a huge table
+# overflows Lua's stack. Replies the keys and members deleted.
 INVALIDATE = (
     _LISTENER
     + _MOVE
     + """
-for i = 1, #KEYS, 3 do
+local keys = 3 * tonumber(ARGV[1])
+for i = 1, keys, 3 do
   redis.call('DEL', KEYS[i], KEYS[i + 2])
-  move(KEYS[i + 1], ARGV[1])
+  move(KEYS[i + 1], ARGV[2])
 end
-return #KEYS / 3
-"""
-)
-
-# KEYS holds (tag set, fence) pairs, all of one slot on a cluster; ARGV = the fence TTL.
-# Moving a family's fence is what invalidates its members (each checks it on every read);
-# deleting those the tag set lists frees them early. Members are deleted in slices:
-# unpack() of a huge table overflows Lua's stack. Replies the members deleted.
-INVALIDATE_FAMILIES = (
-    _LISTENER
-    + _MOVE
-    + """
-local deleted = 0
-for f = 1, #KEYS, 2 do
-  move(KEYS[f + 1], ARGV[1])
+local deleted = keys / 3
+for f = keys + 1, #KEYS, 2 do
+  move(KEYS[f + 1], ARGV[2])
   local members = redis.call('SMEMBERS', KEYS[f])
   for i = 1, #members, 500 do
     redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))

@@ -82,6 +82,9 @@ async def test_a_stalled_redis_costs_one_timeout_not_one_per_request(
     assert [r.status_code for r in responses] == [200] * 20
     health = (await client.get("/healthz")).json()
     # Only the requests that probed Redis waited for its timeout: one, plus one more per
-    # retry_after (0.3 s) that the 20 requests took; the rest skipped Redis.
-    assert health["redis_failures"] + health["reads_without_redis"] == 20
-    assert health["redis_failures"] <= 20 // 3
+    # retry_after (0.3 s) that the 20 requests took; the rest skipped Redis. The first
+    # timed out on its direct hit (api.direct_hits) and was then read through the tripped
+    # breaker, so it counts as both; each later probe was a read of its own.
+    failures = health["redis_failures"]
+    assert failures <= 20 // 3
+    assert health["reads_without_redis"] == 20 - (failures - 1)
