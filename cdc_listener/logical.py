@@ -79,6 +79,10 @@ _RECHECK_SLACK = 0.05
 # more, which at-least-once delivery allows). Seconds.
 _REPORT_GAP = 0.02
 
+# Messages read between two turns given to the event loop's other tasks while data keeps
+# coming (each turn costs a few microseconds).
+_YIELD_EVERY = 256
+
 
 class _Transaction:
     """The changes of the transaction being received, not yet committed."""
@@ -248,17 +252,20 @@ class LogicalSource:
         collect = self._collect
         decode = self.decoder.decode
         heard = False
+        turn = _YIELD_EVERY
         while not stop.is_set():
+            turn -= 1
+            if not turn:
+                # A backlog never leaves the socket empty: give the loop's other tasks (the
+                # batch in flight still writing, the metrics port, the announcements) a turn.
+                turn = _YIELD_EVERY
+                await asyncio.sleep(0)
             data = stream.read_nowait()
             if data is None:
                 if heard:
                     self.metrics.heard()  # once per burst: the clock is not free
                     heard = False
-                # Nothing more is waiting: what arrived is applied now (a burst becomes
-                # one round trip), and the rechecks that are due ride along.
-                await self._apply(time.monotonic())
-                await self._report()
-                data = await self._wait_for_data()
+                data = await self._drained()
                 if data is None:
                     continue
             heard = True
@@ -282,14 +289,26 @@ class LogicalSource:
                 await self._commit(message, xlog_send_time(data))  # type: ignore[arg-type]
             elif kind is Relation:
                 self._relations.remember(message)  # type: ignore[arg-type]
-        # Stopping: a transaction cut short is dropped (the server resends it); what was
-        # committed is applied, rechecked after its delay, and confirmed before we close.
+        await self._finish()
+
+    async def _finish(self) -> None:
+        """Stopping: a transaction cut short is dropped (the server resends it); what was
+        committed is applied, rechecked after its delay, and confirmed before we close."""
         await self._apply(time.monotonic())
         if self._rechecks:
             last = max(when for when, _, _ in self._rechecks)
             await asyncio.sleep(max(0.0, last - time.monotonic()))
             await self._apply(float("inf"))
         await self._report(force=True)
+
+    async def _drained(self) -> memoryview | None:
+        """Nothing more is waiting: what arrived is sent now (a burst becomes one round
+        trip), with the rechecks that are due riding along, and the position confirmed; then
+        the wait for more data. The round trip runs meanwhile: the wait ends when it
+        completes (None), to confirm."""
+        await self._apply(time.monotonic(), overlap=True)
+        await self._report()
+        return await self._wait_for_data()
 
     async def _wait_for_data(self) -> memoryview | None:
         """Data, or None when a status report, a recheck or a request for a reply is due
@@ -327,7 +346,10 @@ class LogicalSource:
         wake = min(self._next_status, probe_at, deadline)
         if self._rechecks:
             wake = min(wake, self._rechecks[0][0] + _RECHECK_SLACK)
-        return await self._stream.read(max(0.0, wake - time.monotonic()), self._stopping)
+        within = max(0.0, wake - time.monotonic())
+        if self._inflight is not None:
+            return await self._stream.read(within, self._stopping, self._inflight)
+        return await self._stream.read(within, self._stopping)
 
     async def _keepalive(self, frame: Keepalive) -> None:
         self.metrics.server_lsn = max(self.metrics.server_lsn, frame.end)
@@ -389,10 +411,10 @@ class LogicalSource:
         """Apply the held batch and the rechecks due by `now`, merged into as few round trips
         as the key bound allows; then move the confirmed position as far as is safe.
 
-        With `overlap` (more of the stream is waiting) the round trip is left running while
-        the next changes are read and decoded: the next batch's waits for it, and nothing is
-        confirmed or announced before it completes, so one batch at a time is in flight and
-        commit order holds."""
+        With `overlap` the round trip is left running while the next changes are awaited,
+        read and decoded: the next batch's waits for it, and nothing is confirmed or
+        announced before it completes, so one batch at a time is in flight and commit order
+        holds."""
         await self._settle()
         due: list[Batch] = []
         repeat: list[Batch] = []
@@ -410,6 +432,8 @@ class LogicalSource:
         sending = self._send(batch, due, repeat)
         if overlap:
             self._inflight = asyncio.ensure_future(sending)
+            # Let it plan and write its commands now: Redis then works while we decode.
+            await asyncio.sleep(0)
         else:
             await sending
 

@@ -89,15 +89,13 @@ class ReplicationStream:
             f"replication stream ended: {detail or self._pg.get_error_message()}".strip()
         )
 
-    async def read(
-        self, within: float, interrupt: asyncio.Future[Any] | None = None
-    ) -> memoryview | None:
-        """The next CopyData body, or None if nothing arrived `within` seconds or
-        `interrupt` completed first."""
+    async def read(self, within: float, *interrupts: asyncio.Future[Any]) -> memoryview | None:
+        """The next CopyData body, or None if nothing arrived `within` seconds or one of
+        `interrupts` completed first."""
         data = self.read_nowait()
         if data is not None:
             return data
-        await self._wait(readable=True, within=within, interrupt=interrupt)
+        await self._wait(readable=True, within=within, interrupts=interrupts)
         return self.read_nowait()
 
     async def send(self, body: bytes) -> None:
@@ -123,9 +121,10 @@ class ReplicationStream:
         self,
         readable: bool,
         within: float | None,
-        interrupt: asyncio.Future[Any] | None = None,
+        interrupts: tuple[asyncio.Future[Any], ...] = (),
     ) -> None:
-        """Until the socket is ready, `within` seconds passed or `interrupt` completed.
+        """Until the socket is ready, `within` seconds passed or one of `interrupts`
+        completed.
         Plain loop callbacks, no wait_for or extra tasks: this runs once or more for every
         commit, and its cost is a share of the invalidation lag."""
         loop = asyncio.get_running_loop()
@@ -141,7 +140,7 @@ class ReplicationStream:
         else:
             loop.add_writer(fd, wake)
         timer = loop.call_later(within, wake) if within is not None else None
-        if interrupt is not None:
+        for interrupt in interrupts:
             interrupt.add_done_callback(wake)
         try:
             await ready
@@ -152,5 +151,5 @@ class ReplicationStream:
                 loop.remove_writer(fd)
             if timer is not None:
                 timer.cancel()
-            if interrupt is not None:
+            for interrupt in interrupts:
                 interrupt.remove_done_callback(wake)
