@@ -166,6 +166,11 @@ class KeySchema:
         """The tag set naming every cached page of one customer's orders."""
         return f"{self.prefix}orders:{{customer:{encode_name(customer)}}}"
 
+    def customer_family_names(self, customer: str) -> tuple[str, str]:
+        """The tag set and fence of one customer's family, remembered: a catch-up names
+        the same customers' families batch after batch."""
+        return _customer_family_names(self.prefix, customer)
+
     def customer_page(self, customer: str, cursor: int | None, limit: int) -> CacheKey:
         """One page of a customer's orders, newest first."""
         start = "first" if cursor is None else str(cursor)
@@ -295,6 +300,12 @@ class KeySchema:
             return KeyRef(kind, params, key) if key.name == name else KeyRef(UNKNOWN, {})
         kind = next((k for k, pattern in _BOOKKEEPING if pattern.fullmatch(bare)), UNKNOWN)
         return KeyRef(kind, {})
+
+
+@functools.lru_cache(maxsize=65_536)
+def _customer_family_names(prefix: str, customer: str) -> tuple[str, str]:
+    family = KeySchema(prefix).customer_family(customer)
+    return family, KeySchema(prefix).family_fence(family)
 
 
 @functools.lru_cache(maxsize=16_384)

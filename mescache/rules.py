@@ -328,12 +328,14 @@ def plan(
         others.append(keys.catalogue())
     others += [keys.probe(p) for p in sorted(touched.probes)]
     actions.invalidate += [(key.name, key.fence, key.lease) for key in others]
-    families = [keys.status_family(s) for s in sorted(touched.statuses)]
+    fenced = keys.family_fence
+    actions.families = [(f, fenced(f)) for f in map(keys.status_family, sorted(touched.statuses))]
     if not touched.all_customers:
-        families += [keys.customer_family(c) for c in sorted(touched.customers)]
-    families += [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
-    families += _every_models_price_families(touched, keys, model_ids)
-    actions.families = [(family, keys.family_fence(family)) for family in families]
+        named = keys.customer_family_names
+        actions.families += [named(c) for c in sorted(touched.customers)]
+    prices = [keys.price_family_of_model(m) for m in sorted(touched.price_models)]
+    prices += _every_models_price_families(touched, keys, model_ids)
+    actions.families += [(family, fenced(family)) for family in prices]
     if touched.dashboard and dashboard is not None:
         actions.refresh.append(Refresh(keys.dashboard(), dashboard, settings.ttl_dashboard, None))
     return actions
