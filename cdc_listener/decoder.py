@@ -25,15 +25,18 @@ from cdc_listener.pgoutput_messages import Message
 NATIVE_MODULE = "cdc_listener._pgoutput_native"
 
 Decode = Callable[[bytes | bytearray | memoryview], Message]
+Pick = Callable[[bytes | bytearray | memoryview, pgoutput.UpdateLayouts], pgoutput.Picked | None]
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """A decode function and what it is: ``compiled`` or ``pure``, and why pure if so."""
+    """The decode and pick_update functions and what they are: ``compiled`` or ``pure``,
+    and why pure if so."""
 
     decode: Decode
     implementation: Literal["compiled", "pure"]
     reason: str = ""
+    pick_update: Pick = pgoutput.pick_update
 
 
 PURE = Decoder(pgoutput.decode, "pure", "asked for")
@@ -54,4 +57,5 @@ def load_decoder(prefer: Literal["compiled", "pure"] = "compiled") -> Decoder:
             pgoutput.decode, "pure", "the compiled build is older than pgoutput.py (make install)"
         )
     decode: Decode = native.decode
-    return Decoder(decode, "compiled")
+    pick: Pick = native.pick_update
+    return Decoder(decode, "compiled", pick_update=pick)

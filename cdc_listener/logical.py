@@ -31,7 +31,16 @@ from cdc_listener.decoder import load_decoder
 from cdc_listener.errors import ProtocolViolation, StreamSilent
 from cdc_listener.liveness import PROBE_SHARE, application_name, bounded
 from cdc_listener.metrics import Applied, ListenerMetrics
-from cdc_listener.pgoutput import Begin, Commit, Delete, Insert, Relation, Truncate, Update
+from cdc_listener.pgoutput import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    Truncate,
+    Update,
+)
 from cdc_listener.publish import ChangePublisher
 from cdc_listener.relations import RelationCache, RowImages, changes_of
 from cdc_listener.replication import (
@@ -65,6 +74,7 @@ from mescache.store import RedisStore
 log = logging.getLogger("cdc_listener.logical")
 
 _ROW_CHANGES = frozenset({Insert, Update, Delete, Truncate})
+_UPDATE = ord("U")
 
 # A second pass that comes due rides along with the next batch's round trip; only when no
 # commit arrives for this long after it is due does it take a round trip of its own. On a
@@ -249,8 +259,10 @@ class LogicalSource:
 
     async def _follow(self, stop: asyncio.Event) -> None:
         stream = self._stream
-        collect = self._collect
+        take = self._take
         decode = self.decoder.decode
+        # Refresh mode needs whole row images: every message is decoded whole.
+        quick = _never if self.settings.cdc_refresh else self._quick
         heard = False
         turn = _YIELD_EVERY
         while not stop.is_set():
@@ -277,19 +289,41 @@ class LogicalSource:
                     continue
                 payload = frame.payload
                 data = memoryview(data.tobytes())  # an odd view: its send time read as bytes
+            if quick(payload):
+                continue
             message = decode(payload)
-            kind = type(message)
-            if kind in _ROW_CHANGES:
-                if self._txn is None:
-                    raise ProtocolViolation("row change outside a transaction")
-                collect(self._txn, message)  # type: ignore[arg-type]
-            elif kind is Begin:
-                self._txn = _Transaction()
-            elif kind is Commit:
-                await self._commit(message, xlog_send_time(data))  # type: ignore[arg-type]
-            elif kind is Relation:
-                self._relations.remember(message)  # type: ignore[arg-type]
+            if type(message) is Commit:
+                await self._commit(message, xlog_send_time(data))
+            else:
+                take(message)
         await self._finish()
+
+    def _take(self, message: Message) -> None:
+        """A message other than a Commit: a row change joins the open transaction."""
+        kind = type(message)
+        if kind in _ROW_CHANGES:
+            if self._txn is None:
+                raise ProtocolViolation("row change outside a transaction")
+            self._collect(self._txn, message)  # type: ignore[arg-type]
+        elif kind is Begin:
+            self._txn = _Transaction()
+        elif kind is Relation:
+            self._relations.remember(message)  # type: ignore[arg-type]
+
+    def _quick(self, payload: memoryview) -> bool:
+        """Whether the message was an update of `orders` read by the decoder's fast path
+        (pgoutput.pick_update: the few values the rule needs, no Update built) and added to
+        the open transaction. Not in refresh mode, which needs whole row images."""
+        if payload[0] != _UPDATE or self._txn is None:
+            return False
+        picked = self.decoder.pick_update(payload, self._relations.update_layouts)
+        if picked is None:
+            return False  # decoded whole: the general path (or its error)
+        txn = self._txn
+        txn.changes += 1
+        add_change(txn.touched, self._relations.order_update(picked))
+        txn.touched.bound(self.settings.cdc_max_keys)
+        return True
 
     async def _finish(self) -> None:
         """Stopping: a transaction cut short is dropped (the server resends it); what was
@@ -498,6 +532,10 @@ class LogicalSource:
         if isinstance(message, Update) and message.old is not None:
             for old_id in _ids(message.old, relation) - {image["id"]}:
                 txn.images[old_id] = None  # the id itself changed: the old key goes
+
+
+def _never(_: memoryview) -> bool:
+    return False
 
 
 def _forget(task: asyncio.Future[None] | None) -> None:

@@ -19,10 +19,12 @@ from cdc_listener.pgoutput import (
     UNCHANGED,
     Delete,
     Insert,
+    Picked,
     Relation,
     Row,
     Truncate,
     Update,
+    UpdateLayouts,
 )
 from mescache.orders import ORDER_COLUMNS, Order
 from mescache.rules import Change, OrderUpdate, Touched, add_change
@@ -37,19 +39,37 @@ class RelationCache:
         self._by_oid: dict[int, tuple[Relation, dict[str, int]]] = {}
         # For `orders`: its column count and the positions of id, status and customer.
         self._orders: dict[int, tuple[int, int, int, int]] = {}
+        # The same for pgoutput.pick_update: the values it reads of an orders update.
+        self.update_layouts: UpdateLayouts = {}
 
     def remember(self, relation: Relation) -> None:
         """Keep (or replace) a relation by its OID."""
         positions = {column.name: i for i, column in enumerate(relation.columns)}
         self._by_oid[relation.oid] = (relation, positions)
         self._orders.pop(relation.oid, None)
+        self.update_layouts.pop(relation.oid, None)
         if relation.name == "orders" and {"id", "status", "customer"} <= positions.keys():
-            self._orders[relation.oid] = (
-                len(relation.columns),
-                positions["id"],
-                positions["status"],
-                positions["customer"],
-            )
+            count = len(relation.columns)
+            at = (positions["id"], positions["status"], positions["customer"])
+            self._orders[relation.oid] = (count, *at)
+            slots = [-1] * count
+            for slot, column in enumerate(at):
+                slots[column] = slot
+            self.update_layouts[relation.oid] = (count, tuple(slots))
+
+    @staticmethod
+    def order_update(picked: Picked) -> OrderUpdate:
+        """The rule's view of an orders update that pgoutput.pick_update read with
+        `update_layouts` (id, status and customer of both images)."""
+        _, old, new = picked
+        return OrderUpdate(
+            int(old[0]),
+            int(new[0]),
+            old[1].decode(),
+            new[1].decode(),
+            old[2].decode(),
+            new[2].decode(),
+        )
 
     def add_order_update(self, touched: Touched, message: RowChange) -> bool:
         """Add the targets of an `orders` update that carries both whole row images, reading

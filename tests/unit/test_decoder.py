@@ -137,10 +137,17 @@ def test_a_current_compiled_build_is_used(fake_native: types.ModuleType) -> None
     def native(payload: bytes | bytearray | memoryview) -> pgoutput.Message:
         return pgoutput.decode(payload)
 
+    def pick(
+        payload: bytes | bytearray | memoryview, layouts: pgoutput.UpdateLayouts
+    ) -> pgoutput.Picked | None:
+        return pgoutput.pick_update(payload, layouts)
+
     fake_native.decode = native  # type: ignore[attr-defined]
+    fake_native.pick_update = pick  # type: ignore[attr-defined]
     digest = hashlib.sha256(Path(pgoutput.__file__).read_bytes()).hexdigest()
     fake_native.SOURCE_SHA256 = digest  # type: ignore[attr-defined]
     chosen = load_decoder()
     assert chosen.decode is native
+    assert chosen.pick_update is pick
     assert chosen.implementation == "compiled"
     assert chosen.reason == ""
