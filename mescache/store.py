@@ -139,6 +139,11 @@ class Commands:
         """Queue one script call."""
         self.items.append(("EVALSHA", sha, numkeys, *keys_and_args))
 
+    def command(self, *args: EncodableT) -> None:
+        """Queue any other command (on a cluster, one whose first argument after the name is
+        the key that routes it)."""
+        self.items.append(args)
+
 
 def version_key(key: CacheKey) -> str:
     """The name of the refresh version kept beside a key."""
