@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from mescache.keys import CacheKey
 
 if TYPE_CHECKING:
-    from api.tracking import TrackingChannel, Watch
+    from api.tracking import InvalidationChannel, Watch
 
 _WANTED_NAMES = 4096  # names of values seen large without a token, remembered at most
 
@@ -69,7 +69,7 @@ class NearCache:
     """Large values kept in process, within `max_bytes` (0 disables it)."""
 
     def __init__(
-        self, min_bytes: int, max_bytes: int, channel: TrackingChannel | None = None
+        self, min_bytes: int, max_bytes: int, channel: InvalidationChannel | None = None
     ) -> None:
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
@@ -142,10 +142,10 @@ class NearCache:
         self.counts.tracked += 1
         return entry.body
 
-    def watch(self) -> Watch | None:
-        """Taken before a near read is sent (api.tracking): where to send it, and what
-        decides whether its answer may be marked tracked."""
-        return self.channel.watch() if self.channel is not None else None
+    def watch(self, name: str) -> Watch | None:
+        """Taken before a near read of key `name` is sent (api.tracking): where to send it,
+        and what decides whether its answer may be marked tracked."""
+        return self.channel.watch(name) if self.channel is not None else None
 
     def confirm(
         self, name: str, pttl_ms: int, *, watch: Watch | None = None, names: tuple[str, ...] = ()

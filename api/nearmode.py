@@ -18,21 +18,34 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from api.cluster_tracking import ClusterTracking
 from api.nearcache import NearCache
 from api.settings import ApiSettings
-from api.tracking import TrackingChannel
+from api.tracking import InvalidationChannel, TrackingChannel
 from mescache.keys import KeySchema
+from mescache.redisconn import parse_redis_url
 
 
 def near_cache(cfg: ApiSettings, keys: KeySchema, registry: CollectorRegistry) -> NearCache:
     """The near cache the settings ask for, its series registered in `registry`; a tracked
     one starts its channel with `NearCache.start`."""
-    channel = None
-    if cfg.near_cache == "tracked" and cfg.near_cache_max_bytes > 0:
+    channel: InvalidationChannel | None = None
+    process = secrets.token_hex(6)
+    if cfg.near_cache != "tracked" or cfg.near_cache_max_bytes <= 0:
+        pass
+    elif parse_redis_url(cfg.redis_url).kind == "cluster":
+        channel = ClusterTracking(
+            cfg.redis_url,
+            cfg.redis_timeout,
+            lambda tag: keys.near_beat(process, tag),
+            bound=cfg.near_tracking_bound,
+            beat=cfg.near_tracking_beat,
+        )
+    else:
         channel = TrackingChannel(
             cfg.redis_url,
             cfg.redis_timeout,
-            keys.near_beat(secrets.token_hex(6)),
+            keys.near_beat(process),
             bound=cfg.near_tracking_bound,
             beat=cfg.near_tracking_beat,
         )

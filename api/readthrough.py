@@ -34,6 +34,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from redis.exceptions import ResponseError
+
 from api.breaker import RedisBreaker
 from api.demand import Demand
 from api.metrics import ApiMetrics
@@ -205,10 +207,19 @@ class ReadThrough:
 
     async def _near_check(self, key: CacheKey) -> bytes | None:
         entry = self.near.lookup(key.name)
-        watch, names = self.near.watch(), read_names(key)  # tracked mode: api.tracking
+        watch, names = self.near.watch(key.name), read_names(key)  # tracked: api.tracking
         store = watch.store if watch is not None and watch.store is not None else self.store
         started = time.monotonic()
-        reply = await store.read(key, entry.token if entry else b"")
+        held = entry.token if entry else b""
+        try:
+            reply = await store.read(key, held)
+        except ResponseError:
+            if store is self.store:
+                raise
+            # The tracked node refused (on a cluster: a slot that moved): the main client
+            # answers, and the copy is not marked.
+            watch = None
+            reply = await self.store.read(key, held)
         if entry is not None and reply.unchanged:
             self.near.confirm(key.name, reply.pttl_ms, watch=watch, names=names)
             return entry.body

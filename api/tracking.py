@@ -45,23 +45,24 @@ The races of a copy's own read, and how each is closed:
   heartbeat of a generation came back, or through the main client (a fill), is checked on
   its next read, and that check, sent through the tracked client, marks it again.
 
-Redis Cluster is not covered: tracking there needs one redirect connection per node and
-the channel is not built (near copies stay checked). Sentinel is: both clients connect to
-the master Sentinel names, and the heartbeat is a write, which a demoted master refuses.
+This channel serves one Redis. Behind Sentinel both clients connect to the master Sentinel
+names, and the heartbeat is a write, which a demoted master refuses. A Redis Cluster tracks
+per node: api.cluster_tracking builds one of these channels per primary.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
@@ -85,6 +86,40 @@ return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
 
 Listener = Callable[[frozenset[str] | None], None]
+
+
+class InvalidationChannel(Protocol):
+    """What the near cache asks of a channel: this module's one-Redis channel, or
+    api.cluster_tracking's, one channel per primary of a cluster."""
+
+    listener: Listener | None
+
+    @property
+    def losses(self) -> dict[str, int]:
+        """Generations ended, by reason ("lost", "silent")."""
+
+    @property
+    def flushes(self) -> int:
+        """Flushes reported."""
+
+    async def start(self) -> None:
+        """Run the channel in the background."""
+
+    async def close(self) -> None:
+        """Stop it: copies are served checked from now on."""
+
+    def watch(self, name: str = "") -> Watch:
+        """Taken before a near read of key `name` is sent."""
+
+    def covers(self, watch: Watch, names: tuple[str, ...]) -> bool:
+        """Whether that read's answer may mark its copy tracked."""
+
+    def proven(self, gen: int) -> bool:
+        """Whether a copy marked under `gen` may be served with no round trip now."""
+
+    @property
+    def proven_now(self) -> bool:
+        """Whether every part of the channel is proven now."""
 
 
 class MessageLog:
@@ -147,6 +182,7 @@ class TrackingChannel:
         retry: float = 0.5,
         max_connections: int = 16,
         clock: Callable[[], float] = time.monotonic,
+        generations: Iterator[int] | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
@@ -158,6 +194,9 @@ class TrackingChannel:
         self.max_connections = max_connections
         self.clock = clock
         self.listener: Listener | None = None
+        # Generation numbers; shared by the channels of a cluster's nodes (api.cluster_tracking)
+        # so that a copy's generation names its channel too.
+        self._generations = generations if generations is not None else itertools.count(1)
         self.gen = 0
         self.store: RedisStore | None = None  # the tracked client's, while a generation lives
         self.supported = True  # False on a cluster: never built
@@ -177,9 +216,10 @@ class TrackingChannel:
 
     # -- what the near cache asks ---------------------------------------------------------
 
-    def watch(self) -> Watch:
-        """A near read goes through the tracked client only while the channel is proven:
-        a silent channel's client may be as silent, the main one answers the check."""
+    def watch(self, name: str = "") -> Watch:
+        """A near read (of key `name`: one channel serves every key here) goes through the
+        tracked client only while the channel is proven: a silent channel's client may be as
+        silent, the main one answers the check."""
         return Watch(self.store if self.proven_now else None, self.gen, self.log.seq)
 
     def covers(self, watch: Watch, names: tuple[str, ...]) -> bool:
@@ -278,7 +318,7 @@ class TrackingChannel:
             tracked.connection_pool.connection_kwargs["redis_connect_func"] = _tracking_on(
                 client_id
             )
-            self.gen += 1
+            self.gen = next(self._generations)
             self.store = RedisStore(tracked)
             beat = tracked.register_script(_BEAT)
             self._live = True

@@ -360,10 +360,7 @@ def _pick(
             return None, pos  # an unknown kind, or no value where one is wanted
     if pos > len(data):
         return None, pos  # the last value runs past the end
-    ordered: list[bytes] = [b""] * len(picked)
-    for k, value in zip(at, picked, strict=True):
-        ordered[k] = value
-    return tuple(ordered), pos
+    return tuple(value for _, value in sorted(zip(at, picked, strict=True))), pos
 
 
 def row_as_text(relation: Relation, row: Row) -> dict[str, str | Unchanged | None]:

@@ -218,9 +218,12 @@ class KeySchema:
         keeps it."""
         return f"{self.prefix}cache:master"
 
-    def near_beat(self, process: str) -> str:
-        """An API process's heartbeat through its near-copy invalidation channel."""
-        return f"{self.prefix}cache:near-beat:{process}"
+    def near_beat(self, process: str, tag: str | None = None) -> str:
+        """An API process's heartbeat through its near-copy invalidation channel; on a
+        cluster one per primary, each in a slot of that node (hash tag `tag`)."""
+        if tag is None:
+            return f"{self.prefix}cache:near-beat:{process}"
+        return f"{self.prefix}cache:near-beat:{{{tag}}}:{process}"
 
     def price_requests(self) -> str:
         """A sorted set counting requests per price (members ``{model}:{material}:{params}``)

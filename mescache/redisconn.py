@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Connection, Redis, RedisCluster
 from redis.asyncio.client import PubSub
@@ -111,6 +111,19 @@ def parse_redis_url(url: str) -> RedisTarget:
         raise BadRedisUrl(f"{scheme}:// needs the master's name: .../mymaster[/db]")
     db = int(path[1]) if len(path) == 2 else 0
     return RedisTarget("sentinel", master=unquote(path[0]), db=db, tls=_SENTINEL[scheme], **common)
+
+
+def node_url(target: RedisTarget, host: str, port: int) -> str:
+    """The plain URL of one node of a cluster (or of the master Sentinel names), with the
+    deployment's credentials and TLS: for a connection to that node alone."""
+    auth = ""
+    if target.username or target.password:
+        auth = quote(target.username or "", safe="")
+        if target.password:
+            auth += ":" + quote(target.password, safe="")
+        auth += "@"
+    where = f"[{host}]" if ":" in host else host
+    return f"{'rediss' if target.tls else 'redis'}://{auth}{where}:{port}/{target.db}"
 
 
 def _host_port(item: str) -> tuple[str, int]:

@@ -190,7 +190,7 @@ async def test_an_invalidation_processed_before_the_reads_reply_leaves_the_copy_
     async with tracked_process(redis_url) as (api, channel):
         assert (await api.get(key, 60, _const(OLD))).hit is False
         near = api.near
-        watch = near.watch()
+        watch = near.watch(key.name)
         assert watch is not None
         assert watch.store is not None
         reply = await watch.store.read(key, b"")  # tracked from here on

@@ -152,3 +152,96 @@ def test_fuzz_the_compiled_build_reads_the_same(data: st.DataObject) -> None:
     pick = _compiled_pick()
     payload = mutated_payload(data)
     assert pick(payload, LAYOUTS) == pick_update(payload, LAYOUTS)
+
+
+# Payloads built here: values and identifiers wide enough that every byte of a length, a
+# count or an OID counts.
+
+Built = bytes | None | str  # a value, NULL, or "u" for an unchanged TOASTed value
+
+
+def _row(values: list[Built]) -> bytes:
+    out = len(values).to_bytes(2, "big")
+    for value in values:
+        if value is None:
+            out += b"n"
+        elif isinstance(value, str):
+            out += b"u"
+        else:
+            out += b"t" + len(value).to_bytes(4, "big") + value
+    return out
+
+
+def _update(oid: int, old: list[Built], new: list[Built], old_tag: bytes = b"O") -> bytes:
+    return b"U" + oid.to_bytes(4, "big") + old_tag + _row(old) + b"N" + _row(new)
+
+
+WIDE_OID = 0x81828384
+
+
+def test_wide_identifiers_lengths_and_counts_are_read_whole() -> None:
+    count = 300  # a count whose high byte is not 0
+    big = bytes(range(256)) * 258 + b"!"  # 66,049 bytes: a length with three bytes set
+    old: list[Built] = [b"%d" % i for i in range(count)]
+    new = list(old)
+    old[5], new[7], old[200] = big, big[::-1], None
+    slots = [-1] * count
+    slots[7], slots[5], slots[299] = 0, 1, 2
+    layouts: UpdateLayouts = {WIDE_OID: (count, tuple(slots))}
+    payload = _update(WIDE_OID, old, new)
+    assert agrees(payload, layouts) == (
+        WIDE_OID,
+        (old[7], big, old[299]),
+        (big[::-1], new[5], new[299]),
+    )
+
+
+@pytest.mark.parametrize("missing", [None, "u"])
+def test_a_wanted_null_or_unchanged_value_is_not_read_an_unwanted_one_is_skipped(
+    missing: Built,
+) -> None:
+    layouts: UpdateLayouts = {WIDE_OID: (4, (0, -1, 1, -1))}
+    row: list[Built] = [b"1", missing, b"new", missing]
+    assert agrees(_update(WIDE_OID, row, row), layouts) == (
+        WIDE_OID,
+        (b"1", b"new"),
+        (b"1", b"new"),
+    )
+    wanted: list[Built] = [b"1", b"x", missing, b"y"]
+    assert pick_update(_update(WIDE_OID, wanted, row), layouts) is None
+    assert pick_update(_update(WIDE_OID, row, wanted), layouts) is None
+
+
+def test_another_shape_a_key_row_or_a_missing_new_row_is_not_read() -> None:
+    layouts: UpdateLayouts = {WIDE_OID: (2, (0, 1))}
+    row: list[Built] = [b"1", b"new"]
+    assert agrees(_update(WIDE_OID, row, row), layouts) is not None
+    assert pick_update(_update(WIDE_OID, row, row, b"K"), layouts) is None
+    assert pick_update(_update(WIDE_OID, [*row, b"x"], [*row, b"x"]), layouts) is None
+    assert pick_update(_update(WIDE_OID, row, [*row, b"x"]), layouts) is None
+    no_new = b"U" + WIDE_OID.to_bytes(4, "big") + b"O" + _row(row) + b"X" + _row(row)
+    assert agrees(no_new, layouts) is None
+    assert pick_update(_update(WIDE_OID + 1, row, row), layouts) is None
+
+
+def test_values_are_bytes_whatever_the_payload_type() -> None:
+    layouts: UpdateLayouts = {WIDE_OID: (2, (0, 1))}
+    payload = _update(WIDE_OID, [b"1", b"old"], [b"1", b"new"])
+    for wrap in (bytes, bytearray, memoryview):
+        picked = pick_update(wrap(payload), layouts)
+        assert picked is not None
+        assert all(type(v) is bytes for v in (*picked[1], *picked[2]))
+
+
+def test_a_layout_of_another_width_reads_nothing() -> None:
+    payload = _update(WIDE_OID, [b"1", b"old"], [b"1", b"new"])
+    assert pick_update(payload, {WIDE_OID: (2, (0, 1, -1))}) is None
+    assert pick_update(payload, {WIDE_OID: (3, (0, 1))}) is None
+
+
+def test_a_length_past_16_mib_is_read_whole() -> None:
+    # A value claiming 16 MiB + 3 bytes, of which 3 follow: the message is cut short.
+    claimed = b"t" + (0x01000003).to_bytes(4, "big") + b"abc"
+    row = (1).to_bytes(2, "big") + claimed
+    payload = b"U" + WIDE_OID.to_bytes(4, "big") + b"O" + row + b"N" + row
+    assert agrees(payload, {WIDE_OID: (1, (0,))}) is None

@@ -67,7 +67,7 @@ def test_a_family_members_copy_rests_on_its_value_fences_and_token() -> None:
 def test_checked_mode_serves_no_tracked_hit_and_sends_checks_through_the_main_store() -> None:
     near = NearCache(1, 1 << 20)
     near.keep("k", b"t", b"body", 1e12)
-    assert near.watch() is None
+    assert near.watch("k") is None
     assert near.tracked_hit("k") is None
     assert near.counts.fallbacks == 0
 
@@ -80,7 +80,7 @@ def test_a_channel_never_started_proves_nothing_and_marks_nothing() -> None:
     channel = _channel()
     near = NearCache(1, 1 << 20, channel)
     assert not channel.proven_now
-    watch = near.watch()
+    watch = near.watch("k")
     assert watch == Watch(None, 0, 0)
     near.keep("k", b"t", b"body", 1e12, watch=watch, names=("k",))
     assert near.lookup("k") is not None
