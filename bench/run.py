@@ -8,7 +8,6 @@ Run: .venv/bin/python -m bench.run
 from __future__ import annotations
 
 import datetime
-import importlib
 import os
 import sys
 import time
@@ -20,28 +19,14 @@ from bench.load import have_wrk
 from bench.report import Section, render
 from bench.stack import Stack, machine, private_stack
 
-
-def _optional(name: str) -> dict[str, Callable[[Stack, bool], Section]]:
-    """The figure of module bench.<name>, if that module exists (its `run`)."""
-    try:
-        module = importlib.import_module(f"bench.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"bench.{name}":
-            raise  # the module is there but something it imports is not
-        return {}
-    return {name: module.run}
-
-
 FIGURES: dict[str, Callable[[Stack, bool], Section]] = {
     "read_path": read_path.run,
-    # The near copy's staleness after Redis's invalidation, where bench/near_staleness.py is.
-    **_optional("near_staleness"),
+    "near_staleness": near_staleness.run,
     "offload": offload.run,
     "lag": lag.run,
     "catch_up": catch_up.run,
     "memory": memory.run,
     "gap": gap_checker.run,
-    "near_staleness": near_staleness.run,
 }
 
 INTRO = """

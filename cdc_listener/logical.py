@@ -75,6 +75,8 @@ log = logging.getLogger("cdc_listener.logical")
 
 _ROW_CHANGES = frozenset({Insert, Update, Delete, Truncate})
 _UPDATE = ord("U")
+_BEGIN = ord("B")
+_BEGIN_SIZE = 21  # the tag, final LSN, commit time and xid
 
 # A second pass that comes due rides along with the next batch's round trip; only when no
 # commit arrives for this long after it is due does it take a round trip of its own. On a
@@ -311,10 +313,16 @@ class LogicalSource:
             self._relations.remember(message)  # type: ignore[arg-type]
 
     def _quick(self, payload: memoryview) -> bool:
-        """Whether the message was an update of `orders` read by the decoder's fast path
-        (pgoutput.pick_update: the few values the rule needs, no Update built) and added to
-        the open transaction. Not in refresh mode, which needs whole row images."""
-        if payload[0] != _UPDATE or self._txn is None:
+        """Whether the message was taken without decoding it whole: a Begin (its fields are
+        not used; any Begin of the right length decodes), or an update of `orders` read by
+        the decoder's fast path (pgoutput.pick_update: the few values the rule needs, no
+        Update built) and added to the open transaction. Not in refresh mode, which needs
+        whole row images."""
+        tag = payload[0]
+        if tag == _BEGIN and len(payload) == _BEGIN_SIZE:
+            self._txn = _Transaction()
+            return True
+        if tag != _UPDATE or self._txn is None:
             return False
         picked = self.decoder.pick_update(payload, self._relations.update_layouts)
         if picked is None:

@@ -126,6 +126,9 @@ def test_a_price_is_fenced_by_and_listed_in_each_of_its_three_families() -> None
 def test_the_price_request_counts_outlive_a_flush_and_prices_do_not() -> None:
     keys = KeySchema("p:")
     assert keys.outlives_flush(keys.price_requests())
+    assert keys.outlives_flush(keys.price_requests_halved())
+    assert keys.outlives_flush(keys.master_mark())
+    assert keys.outlives_flush(keys.consistency())
     assert not keys.outlives_flush(keys.price(1, 2, "size=base").name)
     assert not keys.outlives_flush(keys.all_prices(1))
 
@@ -273,3 +276,11 @@ def test_the_customers_pattern_matches_every_customers_keys_and_nothing_else() -
             keys.customer_page("Anna K.", None, 50).name,
             keys.customer_page(ODD, 900, 20).name,
         ]
+
+
+def test_a_heartbeat_key_carries_its_hash_tag_on_a_cluster() -> None:
+    keys = KeySchema("shop:")
+    assert keys.near_beat("a1b2") == "shop:cache:near-beat:a1b2"
+    tagged = keys.near_beat("a1b2", "17")
+    assert tagged == "shop:cache:near-beat:{17}:a1b2"
+    assert key_slot(tagged.encode()) == key_slot(b"17")  # the tag alone picks the slot

@@ -240,8 +240,13 @@ def test_a_layout_of_another_width_reads_nothing() -> None:
 
 
 def test_a_length_past_16_mib_is_read_whole() -> None:
+    layouts: UpdateLayouts = {WIDE_OID: (1, (0,))}
     # A value claiming 16 MiB + 3 bytes, of which 3 follow: the message is cut short.
     claimed = b"t" + (0x01000003).to_bytes(4, "big") + b"abc"
     row = (1).to_bytes(2, "big") + claimed
     payload = b"U" + WIDE_OID.to_bytes(4, "big") + b"O" + row + b"N" + row
-    assert agrees(payload, {WIDE_OID: (1, (0,))}) is None
+    assert agrees(payload, layouts) is None
+    # And one that is all there.
+    huge = b"h" * 0x01000003
+    picked = agrees(_update(WIDE_OID, [huge], [b"small"]), layouts)
+    assert picked == (WIDE_OID, (huge,), (b"small",))
