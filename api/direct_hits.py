@@ -17,8 +17,9 @@ route would make passes here too, from memory:
 Anything else (no key, an unknown, stale or refused key, a client key on an operator's
 route, a miss, Redis failing or bypassed) goes on to the app untouched, which answers
 exactly as it always did (401, 403, a fenced fill, the breaker's PostgreSQL read). The
-answer is built by the route's own function (api.routes.common.served) and given the same
-security headers (api.limits), so the bytes on the wire are the route's.
+answer carries the route's headers in the route's order (api.routes.common.served, then
+api.limits' security headers): tests/integration/test_direct_hits.py holds the two answers
+to the same bytes. The views served here count no requests (prices do, and are not here).
 """
 
 from __future__ import annotations
@@ -66,11 +67,11 @@ class OrdersApi(FastAPI):
     """The API's FastAPI app, with the hits of `DIRECT_READS` answered before routing."""
 
     direct_hits = 0  # requests answered here (a hit the framework never saw)
-    _keys: dict[str, CacheKey]  # each direct path's key, named once
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._keys = {}
+        self._keys: dict[str, CacheKey] = {}  # each direct path's key, named once per start
+        self._keys_of: AppContext | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a direct hit here; hand every other request to FastAPI."""
@@ -89,6 +90,8 @@ class OrdersApi(FastAPI):
         principal = _remembered_caller(ctx, scope)
         if principal is None or (read.operator_only and not principal.is_operator):
             return False
+        if self._keys_of is not ctx:  # a start of its own (its settings may differ)
+            self._keys, self._keys_of = {}, ctx
         key = self._keys.get(scope["path"])
         if key is None:
             key = self._keys[scope["path"]] = read.view.key(ctx.keys, None)

@@ -14,7 +14,9 @@ a single Redis, behind Sentinel or on Redis Cluster:
 - ``read``: a value with its token (the fences it stands under), or only "unchanged" when
   the caller already holds that token (api.nearcache keeps large values in process).
 - ``release``: a fill that failed (the row does not exist) gives its lease back.
-- ``invalidate`` / ``invalidate_family``: delete and move the fence.
+- ``invalidate``: for keys, delete and move the fence; for families, move the family's
+  fence (and free the members its tag set lists). A batch's keys and families go in one
+  call per slice.
 - ``refresh``: write a value the listener computed, move the fence so no older fill can
   overwrite it, and, for values carrying a commit position, refuse an older position.
 
@@ -22,9 +24,10 @@ Why it holds on a Redis that evicts any key at any moment (``maxmemory`` with an
 or loses keys to a restart or a flush:
 - A value that vanishes is a miss.
 - A fence that vanishes never compares equal to one read before: a fill whose fence is
-  missing at its finish stores nothing, and a fence created anew (by a fill's begin or an
-  invalidation) starts at the server clock in nanoseconds, past any value that name held
-  before (it moved at most once per invalidation, far fewer than one per nanosecond).
+  missing at its finish stores nothing, and a fence created anew (by a fill's begin or a
+  refresh) starts at the server clock in nanoseconds, past any value that name held
+  before (it moved at most once per invalidation, far fewer than one per nanosecond). An
+  invalidation moves only a fence that exists: no fill can hold one that is missing.
 - A family's members are never found through its tag set for correctness: a member keeps
   the fences it was filled under in ``#token`` and is served only while they stand, so an
   invalidation that moves the family fence makes every member unreachable at once, whether

@@ -24,6 +24,11 @@ def _wire(response: httpx.Response) -> tuple[int, list[tuple[bytes, bytes]], byt
     return response.status_code, list(response.headers.raw), response.content
 
 
+def test_the_views_served_directly_count_no_requests() -> None:
+    # A counted view's hit would have to be counted here too: none of them is.
+    assert all(read.view.counter is None for read in DIRECT_READS.values())
+
+
 @pytest.mark.parametrize("path", sorted(DIRECT_READS))
 async def test_a_direct_hit_is_the_routes_own_answer_byte_for_byte(
     app: FastAPI, client: httpx.AsyncClient, path: str
