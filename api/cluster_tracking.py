@@ -32,7 +32,7 @@ from typing import cast
 
 from redis.asyncio import Redis, RedisCluster
 
-from api.tracking import ChannelEnded, Listener, TrackingChannel, Watch
+from api.tracking import ChannelEnded, Listener, TrackingChannel, Watch, cancelled
 from mescache.redisconn import make_redis, node_url, parse_redis_url, refresh_topology
 from mescache.store import REDIS_FAILURES
 
@@ -138,11 +138,8 @@ class ClusterTracking:
 
     async def close(self) -> None:
         """Stop every channel; copies are served checked from now on."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
         for name in list(self.channels):
             await self._retire(name)
         if self._cluster is not None:

@@ -254,11 +254,8 @@ class TrackingChannel:
 
     async def close(self) -> None:
         """Stop the channel; copies are served checked from now on."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancelled(self._task)
+        self._task = None
 
     def beat_now(self) -> None:
         """Send the next heartbeat without waiting for the interval."""
@@ -403,6 +400,14 @@ class TrackingChannel:
 
     def _poke(self) -> None:
         self._progress.set()
+
+
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a channel's background task, if any, and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _tracking_on(client_id: int) -> Callable[[AbstractConnection], Any]:

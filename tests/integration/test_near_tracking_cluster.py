@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 import redis.asyncio
@@ -65,6 +65,13 @@ async def tracked_process(url: str) -> AsyncIterator[tuple[ReadThrough, ClusterT
         await client.aclose()
 
 
+async def _tracked_copies(api: ReadThrough, keys: Iterable[CacheKey]) -> None:
+    """Each key filled with OLD (or found) and read until its copy is served tracked."""
+    for key in keys:
+        assert (await api.get(key, 60, _const(OLD))).body == OLD
+        await _until_tracked(api, key, OLD)
+
+
 def _dropped(api: ReadThrough, key: CacheKey) -> Callable[[], bool]:
     return lambda: api.near.lookup(key.name) is None
 
@@ -93,9 +100,7 @@ async def test_copies_on_every_shard_are_served_with_no_round_trip_until_a_raw_w
 ) -> None:
     keys = keys_on_every_shard(redis_cluster)
     async with tracked_process(redis_cluster.url) as (api, channel):
-        for key in keys.values():
-            assert (await api.get(key, 60, _const(OLD))).body == OLD
-            await _until_tracked(api, key, OLD)
+        await _tracked_copies(api, keys.values())
         before = await _evalsha_calls(redis_cluster)
         for _ in range(10):
             for key in keys.values():
@@ -114,9 +119,7 @@ async def test_after_a_failover_the_copies_go_and_the_new_primary_vouches_again(
 ) -> None:
     keys = keys_on_every_shard(redis_cluster)
     async with tracked_process(redis_cluster.url) as (api, channel):
-        for key in keys.values():
-            assert (await api.get(key, 60, _const(OLD))).body == OLD
-            await _until_tracked(api, key, OLD)
+        await _tracked_copies(api, keys.values())
         port, key = next(iter(keys.items()))
         old_primary = f"127.0.0.1:{port}"
         promoted = await asyncio.to_thread(redis_cluster.failover, redis_cluster.node(port))
