@@ -29,29 +29,32 @@ from mescache.redisconn import parse_redis_url
 def near_cache(cfg: ApiSettings, keys: KeySchema, registry: CollectorRegistry) -> NearCache:
     """The near cache the settings ask for, its series registered in `registry`; a tracked
     one starts its channel with `NearCache.start`."""
-    channel: InvalidationChannel | None = None
+    channel = None
+    if cfg.near_cache == "tracked" and cfg.near_cache_max_bytes > 0:
+        channel = _channel(cfg, keys)
+    near = NearCache(cfg.near_cache_min_bytes, cfg.near_cache_max_bytes, channel)
+    registry.register(NearSeries(near))
+    return near
+
+
+def _channel(cfg: ApiSettings, keys: KeySchema) -> InvalidationChannel:
+    """The invalidation channel of tracked hits: one, or one per primary of a cluster."""
     process = secrets.token_hex(6)
-    if cfg.near_cache != "tracked" or cfg.near_cache_max_bytes <= 0:
-        pass
-    elif parse_redis_url(cfg.redis_url).kind == "cluster":
-        channel = ClusterTracking(
+    if parse_redis_url(cfg.redis_url).kind == "cluster":
+        return ClusterTracking(
             cfg.redis_url,
             cfg.redis_timeout,
             lambda tag: keys.near_beat(process, tag),
             bound=cfg.near_tracking_bound,
             beat=cfg.near_tracking_beat,
         )
-    else:
-        channel = TrackingChannel(
-            cfg.redis_url,
-            cfg.redis_timeout,
-            keys.near_beat(process),
-            bound=cfg.near_tracking_bound,
-            beat=cfg.near_tracking_beat,
-        )
-    near = NearCache(cfg.near_cache_min_bytes, cfg.near_cache_max_bytes, channel)
-    registry.register(NearSeries(near))
-    return near
+    return TrackingChannel(
+        cfg.redis_url,
+        cfg.redis_timeout,
+        keys.near_beat(process),
+        bound=cfg.near_tracking_bound,
+        beat=cfg.near_tracking_beat,
+    )
 
 
 class NearSeries(Collector):

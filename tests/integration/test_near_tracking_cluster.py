@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio
 
+from api.app import create_app
 from api.breaker import RedisBreaker
 from api.cluster_tracking import ClusterTracking
 from api.nearcache import NearCache
@@ -25,6 +26,7 @@ from devtools.redisha import LocalCluster
 from mescache.keys import CacheKey, KeySchema
 from mescache.redisconn import make_redis
 from mescache.store import RedisStore
+from tests.integration.conftest import api_settings, http_client
 from tests.integration.test_near_tracking import OLD, _const, _unexpected, _until_tracked
 
 KEYS = KeySchema()
@@ -137,3 +139,27 @@ async def test_after_a_failover_the_copies_go_and_the_new_primary_vouches_again(
         assert await cluster_client.set(key.name, NEW, keepttl=True, xx=True)
         await until(_dropped(api, key), "dropped by the new primary")
         assert (await api.get(key, 60, _unexpected)).body == NEW
+
+
+async def test_the_app_on_a_cluster_serves_tracked_hits(
+    database_url: str, redis_cluster: LocalCluster
+) -> None:
+    # A bound of seconds: on a loaded machine a 50 ms one may lapse between two reads.
+    cfg = api_settings(
+        database_url,
+        redis_cluster.url,
+        near_cache="tracked",
+        near_cache_min_bytes=1,
+        near_tracking_bound=5.0,
+        near_tracking_beat=0.5,
+    )
+    app = create_app(cfg)
+    async with app.router.lifespan_context(app), http_client(app) as http:
+        near = app.state.ctx.cache.near
+        channel = near.channel
+        assert isinstance(channel, ClusterTracking)
+        await until(lambda: channel.proven_now, "every primary's channel proven")
+        bodies = [(await http.get("/orders/dashboard")).content for _ in range(4)]
+        assert len(set(bodies)) == 1
+        assert near.counts.tracked >= 1
+        assert "orders_api_near_channel_proven 1.0" in (await http.get("/metrics")).text
