@@ -307,8 +307,9 @@ class KeySchema:
 
 @functools.lru_cache(maxsize=65_536)
 def _customer_family_names(prefix: str, customer: str) -> tuple[str, str]:
-    family = KeySchema(prefix).customer_family(customer)
-    return family, KeySchema(prefix).family_fence(family)
+    keys = KeySchema(prefix)
+    family = keys.customer_family(customer)
+    return family, keys.family_fence(family)
 
 
 @functools.lru_cache(maxsize=16_384)

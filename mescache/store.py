@@ -183,7 +183,6 @@ class RedisStore:
         # _send_single's connection, taken from the pool and kept (closing the client closes
         # it with the pool's others)
         self._held: AbstractConnection | None = None
-        self._reused = False  # whether the last send went out on a connection held before
         self._sending = asyncio.Lock()
 
     async def _guarded(self, call: Awaitable[T]) -> T:
@@ -386,16 +385,16 @@ class RedisStore:
         by the server since (a restart). A connection error on it is answered by sending the
         batch again once on a fresh connection, which idempotence allows."""
         async with self._sending:
+            reused = self._held is not None
             try:
                 return await self._send_held(items)
             except RedisConnectionError:
-                if not self._reused:
+                if not reused:
                     raise
             return await self._send_held(items)
 
     async def _send_held(self, items: list[tuple[EncodableT, ...]]) -> list[Any]:
         pool = cast(Redis, self.redis).connection_pool
-        self._reused = self._held is not None
         conn = self._held
         if conn is None:
             conn = self._held = await pool.get_connection()  # type: ignore[no-untyped-call]

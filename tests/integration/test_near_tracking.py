@@ -23,6 +23,7 @@ from api.app import create_app
 from api.breaker import RedisBreaker
 from api.nearcache import NearCache, read_names
 from api.readthrough import Read, ReadThrough
+from api.settings import ApiSettings
 from api.tracking import TrackingChannel
 from devtools.devstack import RedisServer
 from devtools.faultproxy import FaultProxy
@@ -331,11 +332,10 @@ async def _until_tracked(api: ReadThrough, key: CacheKey, body: bytes) -> None:
     raise AssertionError("never served tracked")
 
 
-async def test_the_app_serves_tracked_hits_and_exports_the_channels_series(
-    database_url: str, redis_url: str
-) -> None:
-    # A bound of seconds: on a loaded machine a 50 ms one may lapse between two reads.
-    cfg = api_settings(
+def tracked_app_settings(database_url: str, redis_url: str) -> ApiSettings:
+    """An app's settings with tracked near hits of any size. A bound of seconds: on a loaded
+    machine a 50 ms one may lapse between two reads."""
+    return api_settings(
         database_url,
         redis_url,
         near_cache="tracked",
@@ -343,7 +343,12 @@ async def test_the_app_serves_tracked_hits_and_exports_the_channels_series(
         near_tracking_bound=5.0,
         near_tracking_beat=0.5,
     )
-    app = create_app(cfg)
+
+
+async def test_the_app_serves_tracked_hits_and_exports_the_channels_series(
+    database_url: str, redis_url: str
+) -> None:
+    app = create_app(tracked_app_settings(database_url, redis_url))
     async with app.router.lifespan_context(app), http_client(app) as http:
         near = app.state.ctx.cache.near
         assert near.channel is not None

@@ -26,8 +26,14 @@ from devtools.redisha import LocalCluster
 from mescache.keys import CacheKey, KeySchema
 from mescache.redisconn import make_redis
 from mescache.store import RedisStore
-from tests.integration.conftest import api_settings, http_client
-from tests.integration.test_near_tracking import OLD, _const, _unexpected, _until_tracked
+from tests.integration.conftest import http_client
+from tests.integration.test_near_tracking import (
+    OLD,
+    _const,
+    _unexpected,
+    _until_tracked,
+    tracked_app_settings,
+)
 
 KEYS = KeySchema()
 NEW = b"n" * 20_000
@@ -144,16 +150,7 @@ async def test_after_a_failover_the_copies_go_and_the_new_primary_vouches_again(
 async def test_the_app_on_a_cluster_serves_tracked_hits(
     database_url: str, redis_cluster: LocalCluster
 ) -> None:
-    # A bound of seconds: on a loaded machine a 50 ms one may lapse between two reads.
-    cfg = api_settings(
-        database_url,
-        redis_cluster.url,
-        near_cache="tracked",
-        near_cache_min_bytes=1,
-        near_tracking_bound=5.0,
-        near_tracking_beat=0.5,
-    )
-    app = create_app(cfg)
+    app = create_app(tracked_app_settings(database_url, redis_cluster.url))
     async with app.router.lifespan_context(app), http_client(app) as http:
         near = app.state.ctx.cache.near
         channel = near.channel

@@ -242,6 +242,25 @@ async def test_a_batch_reaches_a_redis_that_lost_its_scripts(
     assert calls["cmdstat_evalsha"]["calls"] == 1
 
 
+async def test_a_batch_reaches_redis_after_its_held_connection_was_closed(
+    redis_client: redis.asyncio.Redis, redis_url: str
+) -> None:
+    """The store keeps one connection for its batches; a server that closed it (a restart,
+    a CLIENT KILL) costs the next batch a second send on a fresh connection, not a failure."""
+    listener = make_redis(redis_url, 2.0, 4)
+    store = RedisStore(listener)
+    key = KEYS.order(9)
+    try:
+        await store.send(lambda cmds: store.queue_invalidate(cmds, key))  # holds its connection
+        await redis_client.set(key.name, b"old")
+        killed = await redis_client.client_kill_filter(_type="normal", skipme=True)
+        assert int(killed) >= 1
+        await store.send(lambda cmds: store.queue_invalidate(cmds, key))
+        assert await redis_client.get(key.name) is None
+    finally:
+        await listener.aclose()
+
+
 def _const(body: bytes) -> Callable[[], Awaitable[bytes]]:
     async def load() -> bytes:
         return body
