@@ -114,8 +114,10 @@ class Load:
     async def _write(self) -> None:
         while not self.stop.is_set():
             try:
+                # As the product's pools do: only the host that takes writes (a writer that
+                # reached the standby before its promotion would fail every UPDATE).
                 async with await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=2
+                    self.url, autocommit=True, connect_timeout=2, target_session_attrs="read-write"
                 ) as conn:
                     while not self.stop.is_set():
                         await conn.execute(
@@ -124,8 +126,10 @@ class Load:
                         )
                         self.acked += 1
                         await asyncio.sleep(0.002)
-            except psycopg.OperationalError:
-                await asyncio.sleep(0.05)  # the primary is gone: try the hosts again
+            except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction):
+                # The primary is gone, or the host reached is still finishing its promotion:
+                # try the hosts again.
+                await asyncio.sleep(0.05)
 
     async def _read(self) -> None:
         while not self.stop.is_set():
